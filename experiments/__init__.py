@@ -1,0 +1,1 @@
+"""absl + ml_collections experiment launchers for the two-stage method."""

@@ -1,0 +1,1 @@
+"""Datasets: TFDS builders (array_record, no TensorFlow), mocap loading, rendering, pipelines."""
