@@ -1,0 +1,76 @@
+"""Shared defaults of every experiment: the subject-wise S1 protocol on the embedded default.
+
+Protocol files import `get_base_config()` and change only what makes them different.
+Override any field from the command line: `--config.finetune.gamma=0.05`.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+TRAIN_SUBJECTS = ("S1", "S5", "S6", "S7", "S8")
+VALIDATION_SUBJECTS = ("S9", "S11")
+
+# The four loss settings of the paper's ablation (Table 5) plus the interpolation control.
+#   original:  L2 on the raw predictions (no completion)
+#   optimised: L2 on the completed predictions
+#   weighted:  + weighted fidelity, Eq. 3-4
+#   bone:      + bone-length consistency, Eq. 2 and 5 (the full method)
+#   interp:    L2 on predictions gap-filled by linear interpolation of the confident entries (control)
+LOSS_SETTINGS = ("original", "optimised", "weighted", "bone", "interp")
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.protocol = "subject_s1"
+    c.seed = 0
+
+    c.data = ml_collections.ConfigDict()
+    c.data.dataset = "mocap_render"
+    c.data.builder_config = "small"
+    c.data.data_dir = ""  # empty: $HOURGLASS_DATA_DIR or ~/.cache/hourglass_jax/tfds
+    c.data.labelled_subjects = ("S1",)
+    c.data.unlabelled_subjects = ("S5", "S6", "S7", "S8")
+    c.data.validation_subjects = VALIDATION_SUBJECTS
+    c.data.labelled_actions = ()    # empty: all actions
+    c.data.unlabelled_actions = ()  # empty: all actions
+    c.data.max_frames_per_sequence = 0  # 0: all; small numbers make the quick config quick
+
+    c.model = ml_collections.ConfigDict()
+    c.model.name = "tiny"
+    c.model.softargmax_k = 3
+
+    c.pretrain2d = ml_collections.ConfigDict()
+    c.pretrain2d.steps = 1500
+    c.pretrain2d.batch_size = 32
+    c.pretrain2d.learning_rate = 2.5e-4
+    c.pretrain2d.checkpoint_every = 250
+
+    c.train3d = ml_collections.ConfigDict()
+    c.train3d.steps = 2000
+    c.train3d.batch_size = 32
+    c.train3d.learning_rate = 2.5e-4
+    c.train3d.checkpoint_every = 250
+
+    c.predict = ml_collections.ConfigDict()
+    c.predict.batch_size = 64
+
+    c.complete = ml_collections.ConfigDict()
+    c.complete.tau = 0.7
+    c.complete.max_window = 256
+    c.complete.max_iters = 500
+
+    c.finetune = ml_collections.ConfigDict()
+    c.finetune.settings = LOSS_SETTINGS
+    c.finetune.epochs = 2.0
+    c.finetune.steps = 0  # 0: derived from epochs over the unlabelled frames
+    c.finetune.batch_size = 32
+    c.finetune.learning_rate = 2.5e-5
+    c.finetune.gamma = 0.1
+    c.finetune.tau = 0.7
+    c.finetune.checkpoint_every = 250
+
+    c.evaluate = ml_collections.ConfigDict()
+    c.evaluate.batch_size = 64
+
+    c.log_every = 50
+    return c

@@ -1,0 +1,54 @@
+r"""Runs the two-stage method of the paper, stage by stage, in one work directory.
+
+  python -m experiments.main --config=experiments/configs/subject_s1.py --workdir=runs/s1 \
+      [--stages=all|pretrain2d,train3d,predict,complete,finetune,evaluate,report] \
+      [--config.finetune.gamma=0.05]
+
+A rerun skips the stages that are done; a killed run resumes where it stopped.
+"""
+from __future__ import annotations
+
+import time
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from experiments import stages as stages_lib
+from experiments.workdir import Workdir, parse_stages
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file, e.g. experiments/configs/subject_s1.py.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Work directory for all stage outputs.")
+_STAGES = flags.DEFINE_string("stages", "all", "'all' or a comma list of stages to run.")
+
+
+def run(config, workdir_path: str, stage_spec: str = "all") -> Workdir:
+    """Runs the asked stages in pipeline order; returns the work directory."""
+    wanted = parse_stages(stage_spec)
+    workdir = Workdir(workdir_path, config)
+    for stage in wanted:
+        if workdir.is_done(stage):
+            logging.info("stage %s: done already, skipped", stage)
+            print(f"[{stage}] done already, skipped", flush=True)
+            continue
+        print(f"[{stage}] running", flush=True)
+        start = time.time()
+        info = stages_lib.STAGE_FUNCTIONS[stage](config, workdir)
+        info = dict(info or {}, seconds=round(time.time() - start, 1))
+        workdir.mark_done(stage, info)
+        print(f"[{stage}] done in {info['seconds']:.1f} s", flush=True)
+    return workdir
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    if _CONFIG.value is None:
+        raise app.UsageError("--config is required, e.g. --config=experiments/configs/subject_s1.py")
+    if not _WORKDIR.value:
+        raise app.UsageError("--workdir is required")
+    run(_CONFIG.value, _WORKDIR.value, _STAGES.value)
+
+
+if __name__ == "__main__":
+    app.run(main)
