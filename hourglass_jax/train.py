@@ -15,8 +15,11 @@ averaged afterwards.
 """
 from __future__ import annotations
 
+import json
+import os
+import sys
 import time
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence, TextIO
 
 import flax.struct
 import jax
@@ -26,7 +29,9 @@ import optax
 from jax import lax
 from jax.sharding import Mesh, PartitionSpec as P
 
-from hourglass_jax.mesh import DATA_AXIS, replicate
+from hourglass_jax.checkpoint import Checkpointer
+from hourglass_jax.mesh import DATA_AXIS, make_data_mesh, replicate, shard_batch, shard_global_batch
+from hourglass_jax.progress import ProgressLogger
 
 # Learning rates of the paper (Sec. 4.1) and c2f-vol: supervised training and fine-tuning.
 SUPERVISED_LR: float = 2.5e-4
@@ -232,3 +237,118 @@ def count_leaves(tree: Any) -> tuple[int, int]:
     """(number of array leaves, total number of elements) of a pytree; for memory checks."""
     leaves = [x for x in jax.tree.leaves(tree) if hasattr(x, "shape")]
     return len(leaves), int(sum(np.prod(x.shape, dtype=np.int64) for x in leaves))
+
+
+def check_batch(batch: Mapping[str, Any], step: int) -> dict[str, np.ndarray]:
+    """Validate a host batch: a non-empty dict of arrays with one leading batch size and finite
+    floating values. Raises ValueError naming the step and key."""
+    if not isinstance(batch, Mapping) or not batch:
+        raise ValueError(f"batch_at({step}) must return a non-empty dict of arrays")
+    out = {k: np.asarray(v) for k, v in batch.items()}
+    sizes = {k: (v.shape[0] if v.ndim else None) for k, v in out.items()}
+    if None in sizes.values() or len(set(sizes.values())) != 1:
+        raise ValueError(f"batch_at({step}): arrays need one common batch size, got {sizes}")
+    for k, v in out.items():
+        if np.issubdtype(v.dtype, np.floating) and not np.all(np.isfinite(v)):
+            raise ValueError(f"batch_at({step}): {k!r} contains NaN or inf")
+    return out
+
+
+def fit(model: Any, loss_fn: LossFn, tx: optax.GradientTransformation, init_state: TrainState,
+        batch_at: Callable[[int], Mapping[str, np.ndarray]], *, workdir: str | os.PathLike,
+        total_steps: int, mesh: Mesh | None = None, frozen: Sequence[str] = (),
+        inputs_fn: InputsFn = _default_inputs, apply_kwargs: Mapping[str, Any] | None = None,
+        checkpoint_every: int = 100, keep_last: int = 3, log_every: int = 10,
+        eval_every: int = 0, eval_fn: Callable[[TrainState, int], Mapping[str, float]] | None = None,
+        best_metric: str | None = "val_mpjpe", run_meta: Mapping[str, Any] | None = None,
+        batch_is_global: bool = True, async_checkpoints: bool = True,
+        stream: TextIO | None = None) -> TrainState:
+    """Train for `total_steps` steps, resuming from the newest checkpoint in `workdir`.
+
+    The data order is a function of the step only: step s trains on `batch_at(s)`, so a run
+    killed at any moment and restarted continues with exactly the batches (and RNG) it would
+    have seen. Files in `workdir`: `checkpoints/<step>/`, `metrics.jsonl`, `tb/` (TensorBoard).
+
+    Args:
+      model, loss_fn, tx, frozen, inputs_fn, apply_kwargs: as for `make_train_step`.
+      init_state: the freshly initialised state (`create_train_state`); when a checkpoint
+        exists it only gives the structure to restore into.
+      batch_at: step -> dict of numpy arrays (B, ...): the global batch of that step (every
+        process returns the same one and keeps its own rows), or with
+        `batch_is_global=False` this process's part of it.
+      workdir: run directory.
+      total_steps: train until the state has taken this many steps.
+      mesh: ("data",) mesh; default all devices.
+      checkpoint_every: save every this many steps (and at the end, and after every eval).
+      keep_last: checkpoints kept besides the best one.
+      log_every: progress line / metrics record every this many steps.
+      eval_every, eval_fn: call `eval_fn(state, step) -> metrics` every `eval_every` steps and
+        at the end; its `best_metric` (e.g. "val_mpjpe", lower is better) ranks checkpoints.
+      run_meta: JSON-serialisable run settings saved with each checkpoint; resuming a workdir
+        whose checkpoint has different settings raises ValueError.
+      async_checkpoints: write checkpoints in the background.
+      stream: where progress lines go (default stdout).
+    Returns:
+      The final state (replicated on `mesh`).
+    """
+    if total_steps < 0 or checkpoint_every < 1 or log_every < 1 or eval_every < 0:
+        raise ValueError(f"bad schedule: total_steps={total_steps}, checkpoint_every="
+                         f"{checkpoint_every}, log_every={log_every}, eval_every={eval_every}")
+    if eval_every and eval_fn is None:
+        raise ValueError("eval_every > 0 needs an eval_fn")
+    mesh = mesh if mesh is not None else make_data_mesh()
+    workdir = os.fspath(workdir)
+    run_meta = json.loads(json.dumps(dict(run_meta or {})))  # as it reads back from JSON
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep_last=keep_last,
+                        best_metric=best_metric if eval_fn is not None else None,
+                        async_save=async_checkpoints)
+    start = ckpt.latest_step()
+    if start is None:
+        start = 0
+        state = place_state(init_state, mesh)
+    else:
+        state, meta = ckpt.restore(init_state, start, mesh=mesh)
+        if meta.get("run", {}) != run_meta:
+            ckpt.close()
+            raise ValueError(f"{workdir} holds a run with other settings: {meta.get('run')} "
+                             f"!= {run_meta}")
+        if int(jax.device_get(state.step)) != start:
+            raise ValueError(f"checkpoint {start} holds a state at step {int(state.step)}")
+        if jax.process_index() == 0:
+            print(f"resuming from checkpoint step {start} in {workdir}", file=stream or sys.stdout,
+                  flush=True)
+    step_fn = make_train_step(model, loss_fn, tx, mesh, frozen=frozen, inputs_fn=inputs_fn,
+                              apply_kwargs=apply_kwargs)
+    put = shard_global_batch if batch_is_global else shard_batch
+    logger = None
+    try:
+        for step in range(start, total_steps):
+            batch = check_batch(batch_at(step), step)
+            global_size = next(iter(batch.values())).shape[0]
+            if not batch_is_global:
+                global_size *= jax.process_count()
+            if logger is None:
+                logger = ProgressLogger(workdir, total_steps, start_step=start,
+                                        images_per_step=global_size, every=log_every,
+                                        stream=stream)
+            state, metrics = step_fn(state, put(batch, mesh))
+            done = step + 1
+            if logger.due(done):
+                host = jax.device_get(metrics)
+                if not np.isfinite(host["loss"]):
+                    raise FloatingPointError(f"loss is {host['loss']} after step {done}")
+                logger.log_train(done, host)
+            evaluation = None
+            if eval_every and (done % eval_every == 0 or done == total_steps):
+                evaluation = {k: float(v) for k, v in eval_fn(state, done).items()}
+                logger.log_eval(done, evaluation)
+            if done % checkpoint_every == 0 or done == total_steps or evaluation is not None:
+                meta = {"run": run_meta, "step": done, "total_steps": total_steps,
+                        "images_seen": done * global_size, "wall_time": time.time()}
+                ranked = evaluation if (evaluation and best_metric in evaluation) else None
+                ckpt.save(done, state, meta, ranked)
+    finally:
+        ckpt.close()  # waits for the background save
+        if logger is not None:
+            logger.close()
+    return state
