@@ -1,0 +1,146 @@
+"""Building blocks of the Eq. 1 solver: SVT, shrinkage, the temporal difference operator, solves.
+
+All functions are pure jax.numpy, jittable and vmappable. Matrices follow the paper: X in
+R^{3P x F} (rows = joint coordinates, columns = frames), B, C in R^{F x F}.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+
+def shrink(a: jax.Array, tau: jax.Array | float) -> jax.Array:
+    """Soft thresholding sign(a) max(|a| - tau, 0): the proximal operator of tau ||.||_1."""
+    return jnp.sign(a) * jnp.maximum(jnp.abs(a) - tau, 0.0)
+
+
+def _gram_factors(a: jax.Array, tau: jax.Array | float):
+    """Eigen-decomposition of the smaller Gram matrix of `a` and the SVT gains max(s - tau, 0) / s.
+
+    Returns (q, gain, sv): q (k, k) eigenvectors of the k x k Gram matrix (k = min(m, n)), gain (k,)
+    and the singular values sv (k,). Eigenvalues below 0 (rounding) are clipped, and directions with
+    s = 0 get gain 0: thresholding zeroes them anyway, so the squared condition number of the
+    Gram matrix does not hurt (DESIGN.md, "The solver").
+    """
+    m, n = a.shape
+    gram = a @ a.T if m <= n else a.T @ a
+    lam, q = jnp.linalg.eigh(gram)
+    sv = jnp.sqrt(jnp.maximum(lam, 0.0))
+    kept = sv > tau
+    gain = jnp.where(kept, (sv - tau) / jnp.where(kept, sv, 1.0), 0.0)
+    return q, gain, sv
+
+
+def svt(a: jax.Array, tau: jax.Array | float, method: str = "eigh") -> tuple[jax.Array, jax.Array]:
+    """Singular value thresholding: the proximal operator of tau ||.||_*.
+
+    Args:
+      a: (m, n) matrix.
+      tau: threshold (scalar).
+      method: "eigh" (eigendecomposition of the min(m, n)-square Gram matrix) or "svd".
+    Returns:
+      (SVT_tau(a) of shape (m, n), its nuclear norm sum(max(s - tau, 0))).
+    """
+    if method == "svd":
+        u, s, vt = jnp.linalg.svd(a, full_matrices=False)
+        s_t = jnp.maximum(s - tau, 0.0)
+        return (u * s_t) @ vt, jnp.sum(s_t)
+    if method != "eigh":
+        raise ValueError(f"unknown SVT method {method!r}; use 'eigh' or 'svd'")
+    m, n = a.shape
+    q, gain, sv = _gram_factors(a, tau)
+    nuclear = jnp.sum(jnp.maximum(sv - tau, 0.0))
+    if m <= n:  # a = U S V^T, U = q: SVT(a) = U diag(gain) U^T a
+        return (q * gain) @ (q.T @ a), nuclear
+    return (a @ q * gain) @ q.T, nuclear  # V = q: SVT(a) = a V diag(gain) V^T
+
+
+def nuclear_norm(a: jax.Array) -> jax.Array:
+    """Sum of singular values of a (m, n) matrix, through the smaller Gram matrix."""
+    _, _, sv = _gram_factors(a, 0.0)
+    return jnp.sum(sv)
+
+
+def path_laplacian(valid: jax.Array, dtype=jnp.float32) -> jax.Array:
+    """D D^T for the temporal difference operator D in R^{F x (F-1)} of Eq. 1.
+
+    Column t of D is e_{t+1} - e_t, so ||X D||_F^2 = sum_t ||x_{t+1} - x_t||^2. A difference is
+    kept only when both frames are valid (not padding), so padded frames are decoupled.
+
+    Args:
+      valid: (F,) bool, False for padding frames.
+    Returns:
+      (F, F) tridiagonal graph Laplacian of the valid consecutive-frame pairs.
+    """
+    v = valid.astype(dtype)
+    w = v[1:] * v[:-1]  # (F-1,) weight of the edge (t, t+1)
+    deg = jnp.concatenate([w, jnp.zeros((1,), dtype)]) + jnp.concatenate([jnp.zeros((1,), dtype), w])
+    return jnp.diag(deg) - jnp.diag(w, 1) - jnp.diag(w, -1)
+
+
+def temporal_diff(x: jax.Array, valid: jax.Array) -> jax.Array:
+    """X D: (R, F) -> (R, F-1) frame differences x_{t+1} - x_t, zero across padding."""
+    w = (valid[1:] & valid[:-1]).astype(x.dtype)
+    return (x[:, 1:] - x[:, :-1]) * w
+
+
+def spd_solve_right(rhs: jax.Array, m: jax.Array) -> jax.Array:
+    """Solve X M = rhs for symmetric positive definite M (F, F) by Cholesky; rhs (R, F)."""
+    chol = jnp.linalg.cholesky(m)
+    y = jax.scipy.linalg.solve_triangular(chol, rhs.T, lower=True)
+    return jax.scipy.linalg.solve_triangular(chol.T, y, lower=False).T
+
+
+def _woodbury_once(x: jax.Array, chol: jax.Array, rhs: jax.Array) -> jax.Array:
+    y = jax.scipy.linalg.solve_triangular(chol, x @ rhs, lower=True)
+    z = jax.scipy.linalg.solve_triangular(chol.T, y, lower=False)
+    return rhs - x.T @ z
+
+
+def woodbury_b_update(x: jax.Array, rhs: jax.Array) -> jax.Array:
+    """Solve (I_F + X^T X) B = rhs through the small (R x R) system (Woodbury identity).
+
+    (I + X^T X)^{-1} = I - X^T (I_R + X X^T)^{-1} X, so only an R x R Cholesky (R = 3P) is needed.
+    The subtraction cancels along directions where X^T X is large, which in float32 left the ALM
+    stalled at residuals ~1e-3 (measured, F = 100); one step of iterative refinement restores the
+    accuracy of a direct F x F solve at O(R F^2) extra cost.
+
+    Args:
+      x: (R, F); rhs: (F, F).
+    Returns:
+      B (F, F).
+    """
+    r = x.shape[0]
+    chol = jnp.linalg.cholesky(jnp.eye(r, dtype=x.dtype) + x @ x.T)
+    b = _woodbury_once(x, chol, rhs)
+    return b + _woodbury_once(x, chol, rhs - b - x.T @ (x @ b))
+
+
+def fill_linear(values: jax.Array, known: jax.Array, valid: jax.Array) -> jax.Array:
+    """Linear interpolation over time of each row's known entries; constant beyond the ends.
+
+    Args:
+      values: (R, F); entries where `known` is False are ignored (may be NaN).
+      known: (R, F) bool.
+      valid: (F,) bool, False for padding frames (never known; set to 0 in the output).
+    Returns:
+      (R, F): known entries unchanged, the others interpolated; rows with nothing known are 0.
+    """
+    f = values.shape[-1]
+    known = known & valid[None, :]
+    t = jnp.arange(f)
+    # Index of the last known frame at or before t, and of the first known frame at or after t.
+    prev = lax.cummax(jnp.where(known, t, -1), axis=1)
+    nxt = lax.cummin(jnp.where(known, t, f), axis=1, reverse=True)
+    has_prev, has_next = prev >= 0, nxt < f
+    vals = jnp.where(known, values, 0.0)
+    v_prev = jnp.take_along_axis(vals, jnp.clip(prev, 0, f - 1), axis=1)
+    v_next = jnp.take_along_axis(vals, jnp.clip(nxt, 0, f - 1), axis=1)
+    span = jnp.maximum(nxt - prev, 1).astype(values.dtype)
+    alpha = (t[None, :] - prev).astype(values.dtype) / span
+    inner = v_prev + alpha * (v_next - v_prev)
+    out = jnp.where(has_prev & has_next, inner,
+                    jnp.where(has_prev, v_prev, jnp.where(has_next, v_next, 0.0)))
+    out = jnp.where(known, values, out)
+    return jnp.where(valid[None, :], out, 0.0)
