@@ -47,6 +47,21 @@ def _check_last(a, size: int, name: str) -> None:
         raise ValueError(f"{name} must have shape (..., {size}), got {tuple(a.shape)}")
 
 
+def _check_values(xp, a, name: str, positive: bool = False) -> None:
+    """NaN / sign checks, for NumPy inputs only (values are unknown while tracing under jit)."""
+    if xp is not np:
+        return
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{name} contains {int(np.sum(~np.isfinite(a)))} non-finite values")
+    if positive and not np.all(a > 0):
+        raise ValueError(f"{name} must be > 0, got min {np.min(a)!r}")
+
+
+def _check_res(res) -> None:
+    if isinstance(res, bool) or not isinstance(res, (int, np.integer)) or res <= 0:
+        raise ValueError(f"res must be a positive int (crop side in px), got {res!r}")
+
+
 def _left_align(param, target_ndim: int, core: int, name: str, xp):
     """Reshape ``param`` (*B, *core_shape) to (*B, 1, ..., 1, *core_shape) with target_ndim batch dims.
 
@@ -74,6 +89,8 @@ def project(points, intrinsics):
     p, k = _float(points, xp), _float(intrinsics, xp)
     _check_last(p, 3, "points")
     _check_last(k, 4, "intrinsics")
+    _check_values(xp, k[..., :2], "intrinsics focal lengths", positive=True)
+    _check_values(xp, k[..., 2:], "intrinsics principal point")
     k = _left_align(k, p.ndim - 1, 1, "intrinsics", xp)
     return p[..., :2] / p[..., 2:3] * k[..., :2] + k[..., 2:4]
 
@@ -95,6 +112,8 @@ def backproject(uv, depth, intrinsics):
     if tuple(z.shape) != tuple(uv.shape[:-1]):
         raise ValueError(f"depth must have shape {tuple(uv.shape[:-1])} (uv without its last axis), "
                          f"got {tuple(z.shape)}")
+    _check_values(xp, k[..., :2], "intrinsics focal lengths", positive=True)
+    _check_values(xp, k[..., 2:], "intrinsics principal point")
     k = _left_align(k, uv.ndim - 1, 1, "intrinsics", xp)
     xy = (uv - k[..., 2:4]) / k[..., :2] * z[..., None]
     return xp.concatenate([xy, z[..., None]], axis=-1)
@@ -210,6 +229,10 @@ def crop_affine(center, scale, res: int, rotation_deg=0.0):
     xp = _xp(center, scale, rotation_deg)
     c, sc, rot = _float(center, xp), _float(scale, xp), _float(rotation_deg, xp)
     _check_last(c, 2, "center")
+    _check_res(res)
+    _check_values(xp, c, "center")
+    _check_values(xp, sc, "scale", positive=True)
+    _check_values(xp, rot, "rotation_deg")
     batch = np.broadcast_shapes(tuple(c.shape[:-1]), tuple(sc.shape), tuple(rot.shape))
     s = (res / (BOX_PX_PER_SCALE * sc))[..., None, None]
     lin = s * rotation_2d(rot)                                           # (*B, 2, 2)
@@ -224,6 +247,10 @@ def crop_affine_inverse(center, scale, res: int, rotation_deg=0.0):
     xp = _xp(center, scale, rotation_deg)
     c, sc, rot = _float(center, xp), _float(scale, xp), _float(rotation_deg, xp)
     _check_last(c, 2, "center")
+    _check_res(res)
+    _check_values(xp, c, "center")
+    _check_values(xp, sc, "scale", positive=True)
+    _check_values(xp, rot, "rotation_deg")
     batch = np.broadcast_shapes(tuple(c.shape[:-1]), tuple(sc.shape), tuple(rot.shape))
     lin = ((BOX_PX_PER_SCALE * sc) / res)[..., None, None] * rotation_2d(-rot)
     lin = xp.broadcast_to(lin, batch + (2, 2))

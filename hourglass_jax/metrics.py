@@ -40,6 +40,10 @@ def _prepare(pred, gt, root: int | None):
     if not xp.issubdtype(p.dtype, xp.floating):
         p = p.astype(np.float64 if xp is np else jnp.zeros(()).dtype)
     g = g.astype(p.dtype)
+    if xp is np:   # values can only be checked outside jit
+        for a, name in ((p, "pred"), (g, "gt")):
+            if not np.all(np.isfinite(a)):
+                raise ValueError(f"{name} contains {int(np.sum(~np.isfinite(a)))} non-finite values")
     if root is not None:
         p = p - p[..., root:root + 1, :]
         g = g - g[..., root:root + 1, :]
@@ -145,6 +149,30 @@ def aggregate(errors, keys: Sequence[str], all_key: str = "all") -> dict[str, fl
     for key in order:
         out[key] = float(e[arr == key].mean())
     out[all_key] = float(e.mean())
+    return out
+
+
+def aggregate_table(errors, row_keys: Sequence[str], col_keys: Sequence[str],
+                    all_key: str = "all") -> dict[str, dict[str, float]]:
+    """Mean error per (row, column) pair, e.g. rows = subjects, columns = actions, with margins.
+
+    Args:
+      errors: (N,) per-pose errors.
+      row_keys, col_keys: N strings each.
+      all_key: name of the margin row/column (means over all poses of that row/column/everything).
+    Returns:
+      {row: {col: mean, ..., all_key: row mean}, ..., all_key: {col: column mean, ..., all_key: mean}}
+      in order of first appearance; pairs with no pose are absent. Feed it to ``markdown_table``.
+    """
+    e = np.asarray(errors, dtype=np.float64)
+    rows, cols = np.asarray(row_keys, dtype=str), np.asarray(col_keys, dtype=str)
+    if rows.shape != e.shape or cols.shape != e.shape:
+        raise ValueError(f"row_keys {rows.shape} and col_keys {cols.shape} must match errors {e.shape}")
+    out = {}
+    for r in dict.fromkeys(rows.tolist()):
+        sel = rows == r
+        out[r] = aggregate(e[sel], cols[sel].tolist(), all_key)
+    out[all_key] = aggregate(e, cols.tolist(), all_key)
     return out
 
 

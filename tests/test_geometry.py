@@ -192,5 +192,13 @@ def test_bad_input():
         g.pose_to_voxels(np.ones((17, 3)), K, [0.0, 0.0], 1.0, spec)
     with pytest.raises(ValueError, match="center"):
         g.image_to_crop(np.ones((3, 2)), [0.0, 0.0, 0.0], 1.0, 64)
+    with pytest.raises(ValueError, match="scale must be > 0"):
+        g.image_to_crop(np.ones((3, 2)), [0.0, 0.0], 0.0, 64)
+    with pytest.raises(ValueError, match="res"):
+        g.crop_affine([0.0, 0.0], 1.0, 64.0)
+    with pytest.raises(ValueError, match="center contains 1 non-finite"):
+        g.crop_to_image(np.ones((3, 2)), [np.nan, 0.0], 1.0, 64)
+    with pytest.raises(ValueError, match="focal"):
+        g.project(np.ones((4, 3)), [0.0, 1000.0, 500.0, 500.0])
     with pytest.raises(ValueError, match="batch dims"):
         g.project(np.ones((4, 3)), np.ones((4, 4, 4)))

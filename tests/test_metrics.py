@@ -105,6 +105,8 @@ def test_bad_input():
         m.mpjpe(np.zeros((16, 3)), np.zeros((15, 3)))
     with pytest.raises(ValueError, match="J, 3"):
         m.pmpjpe(np.zeros((16, 2)), np.zeros((16, 2)))
+    with pytest.raises(ValueError, match="pred contains 1 non-finite"):
+        m.mpjpe(np.where(np.arange(48).reshape(16, 3) == 5, np.nan, 1.0), np.zeros((16, 3)))
     # An all-zero prediction is degenerate for the scale: finite error equal to the gt's spread.
     g = _poses(9)
     assert m.nmpjpe(np.zeros((16, 3)), g) == pytest.approx(m.mpjpe(np.zeros((16, 3)), g))
@@ -130,3 +132,18 @@ def test_aggregate_and_table():
         "| baseline | 97.7 | 97.7 |",
         "| ours | - | 88.8 |",
     ]
+
+
+def test_aggregate_table_margins():
+    errors = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    subj = ["S9", "S9", "S11", "S11", "S11"]
+    act = ["walk", "run", "walk", "walk", "run"]
+    t = m.aggregate_table(errors, subj, act)
+    assert t == {
+        "S9": {"walk": 1.0, "run": 2.0, "all": 1.5},
+        "S11": {"walk": 3.5, "run": 5.0, "all": 4.0},
+        "all": {"walk": 8.0 / 3, "run": 3.5, "all": 3.0},
+    }
+    assert "| S11 | 3.50 | 5.00 | 4.00 |" in m.markdown_table(t, "subject", precision=2)
+    with pytest.raises(ValueError, match="must match"):
+        m.aggregate_table(errors, subj[:4], act)
