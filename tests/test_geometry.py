@@ -202,3 +202,18 @@ def test_bad_input():
         g.project(np.ones((4, 3)), [0.0, 1000.0, 500.0, 500.0])
     with pytest.raises(ValueError, match="batch dims"):
         g.project(np.ones((4, 3)), np.ones((4, 4, 4)))
+
+
+def test_camera_sees_the_mocap_subject_unmirrored():
+    """Facing the camera, the subject's right hip is on the image's left; seen from behind, on its right."""
+    from hourglass_jax.data import mocap
+    from hourglass_jax.skeleton import JOINT_INDEX as J
+
+    rest = mocap.rest_pose()                       # faces +x, y up
+    pelvis = rest[J["pelvis"]]
+    for cam_x, right_on_left in ((4000.0, True), (-4000.0, False)):
+        R, t = g.look_at_camera(pelvis + [cam_x, 0.0, 0.0], pelvis, [0.0, 1.0, 0.0])
+        uv = g.project(g.world_to_camera(rest, R, t), K)
+        assert (uv[J["r_hip"], 0] < uv[J["l_hip"], 0]) == right_on_left
+        assert (uv[J["r_wrist"], 0] < uv[J["l_wrist"], 0]) == right_on_left
+        assert uv[J["head_top"], 1] < uv[J["pelvis"], 1] < uv[J["r_ankle"], 1]   # upright in the image
