@@ -10,8 +10,9 @@ Conventions (DESIGN.md "Conventions"; pixel centres and the crop box edges are f
   [k - 0.5, k + 0.5). Coordinates are (x, y) = (column, row).
 - Crops (Newell's center/scale): the square box of side 200 * scale image px centred on ``center`` is the
   whole crop of ``res`` px, edge to edge: the box edge ``center - 100 * scale`` maps to crop -0.5, the centre
-  to (res - 1) / 2 (the matrix of Newell's Lua getTransform maps it to res / 2: half a pixel apart). A rotation turns the content about the crop centre, positive = counter-clockwise on
-  screen (as in Newell's pose-hg-train). Because the box maps edge to edge, a heatmap of the same box at any
+  to (res - 1) / 2 (the matrix of Newell's Lua getTransform maps it to res / 2: half a pixel apart).
+  A rotation turns the content about the crop centre, positive = counter-clockwise on screen (as in
+  Newell's pose-hg-train). Because the box maps edge to edge, a heatmap of the same box at any
   resolution is consistent with it: see ``crop_px_to_heatmap``.
 - Batching: a camera or crop parameter with batch dims ``*B`` applies to points with leading dims ``*B``
   (left-aligned, e.g. points (B, 16, 3) with intrinsics (B, 4)); unbatched parameters apply to all points.
