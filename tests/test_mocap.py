@@ -186,3 +186,17 @@ def test_roll_irregular_timing_is_resampled():
     np.testing.assert_allclose(roll.joints[7:60], raw[6:59], atol=0.05 * step)
     # Output frame 6 falls halfway through the long frame: between raw frames 5 and 6.
     assert np.abs(roll.joints[6] - raw[5]).max() > 5.0 and np.abs(roll.joints[6] - raw[6]).max() > 5.0
+
+
+def test_figure_script_writes_pngs(tmp_path):
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(__file__), "..", "docs", "make_mocap_figures.py")
+    spec = importlib.util.spec_from_file_location("make_mocap_figures", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.clips_figure(str(tmp_path / "clips.png"), frames_per_clip=2)
+    module.rest_figure(str(tmp_path / "rest.png"))
+    for name in ("clips.png", "rest.png"):
+        with open(tmp_path / name, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
