@@ -50,10 +50,6 @@ def _prepare(pred, gt, root: int | None):
     return xp, p, g
 
 
-def _mean_norm(xp, d):
-    return xp.mean(xp.linalg.norm(d, axis=-1), axis=-1)
-
-
 def mpjpe(pred, gt, root: int = ROOT):
     """Mean per-joint position error after root alignment.
 
@@ -63,8 +59,8 @@ def mpjpe(pred, gt, root: int = ROOT):
     Returns:
       (...) error per pose, in the inputs' unit.
     """
-    xp, p, g = _prepare(pred, gt, root)
-    return _mean_norm(xp, p - g)
+    xp = _xp(pred, gt)
+    return xp.mean(joint_errors(pred, gt, "mpjpe", root), axis=-1)
 
 
 def nmpjpe(pred, gt, root: int = ROOT):
@@ -76,11 +72,8 @@ def nmpjpe(pred, gt, root: int = ROOT):
     Returns:
       (...) error per pose, in the inputs' unit.
     """
-    xp, p, g = _prepare(pred, gt, root)
-    pp = xp.sum(p * p, axis=(-2, -1), keepdims=True)
-    pg = xp.sum(p * g, axis=(-2, -1), keepdims=True)
-    s = pg / xp.maximum(pp, _TINY)
-    return _mean_norm(xp, s * p - g)
+    xp = _xp(pred, gt)
+    return xp.mean(joint_errors(pred, gt, "nmpjpe", root), axis=-1)
 
 
 def procrustes_align(pred, gt):
@@ -117,8 +110,38 @@ def pmpjpe(pred, gt):
     Returns:
       (...) error per pose, in the inputs' unit.
     """
-    xp, _, g = _prepare(pred, gt, None)
-    return _mean_norm(xp, procrustes_align(pred, gt) - g)
+    xp = _xp(pred, gt)
+    return xp.mean(joint_errors(pred, gt, "pmpjpe"), axis=-1)
+
+
+JOINT_ERROR_KINDS: tuple[str, ...] = ("mpjpe", "nmpjpe", "pmpjpe")
+
+
+def joint_errors(pred, gt, kind: str, root: int = ROOT):
+    """Per-joint Euclidean errors after the alignment of one metric.
+
+    The mean over the joint axis is exactly ``mpjpe`` / ``nmpjpe`` / ``pmpjpe`` (those functions are
+    that mean), so errors of a subset of joints (e.g. the confident ones) can be averaged consistently.
+
+    Args:
+      pred, gt: (..., J, 3) poses (J = 16 for MPII-16), common unit (mm).
+      kind: "mpjpe" (root-aligned), "nmpjpe" (root-aligned, then the least-squares scale
+        ``s = <p, g> / <p, p>`` per pose) or "pmpjpe" (similarity Procrustes, rotations only).
+      root: joint subtracted first for "mpjpe" and "nmpjpe" (pelvis, 6); Procrustes ignores it.
+    Returns:
+      (..., J) error of each joint, in the inputs' unit.
+    """
+    if kind == "pmpjpe":
+        xp, _, g = _prepare(pred, gt, None)
+        return xp.linalg.norm(procrustes_align(pred, gt) - g, axis=-1)
+    if kind not in ("mpjpe", "nmpjpe"):
+        raise ValueError(f"unknown error kind {kind!r}; choose from {', '.join(JOINT_ERROR_KINDS)}")
+    xp, p, g = _prepare(pred, gt, root)
+    if kind == "nmpjpe":
+        pp = xp.sum(p * p, axis=(-2, -1), keepdims=True)
+        pg = xp.sum(p * g, axis=(-2, -1), keepdims=True)
+        p = pg / xp.maximum(pp, _TINY) * p
+    return xp.linalg.norm(p - g, axis=-1)
 
 
 def aggregate(errors, keys: Sequence[str], all_key: str = "all") -> dict[str, float]:

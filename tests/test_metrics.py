@@ -147,3 +147,47 @@ def test_aggregate_table_margins():
     assert "| S11 | 3.50 | 5.00 | 4.00 |" in m.markdown_table(t, "subject", precision=2)
     with pytest.raises(ValueError, match="must match"):
         m.aggregate_table(errors, subj[:4], act)
+
+
+def test_joint_errors_closed_forms():
+    g = _poses(40)
+    offsets = np.zeros((16, 3))
+    offsets[0] = [3.0, 4.0, 0.0]                      # 5 mm
+    offsets[9] = [0.0, 0.0, -12.0]                    # 12 mm
+    want = np.linalg.norm(offsets, axis=-1)
+    np.testing.assert_allclose(m.joint_errors(g + offsets, g, "mpjpe"), want, atol=1e-12)
+    # NMPJPE: a uniformly scaled root-relative pose has zero error on every joint.
+    p = 0.6 * (g - g[ROOT]) + [40.0, 0.0, 5000.0]
+    np.testing.assert_allclose(m.joint_errors(p, g, "nmpjpe"), np.zeros(16), atol=1e-9)
+    # ... and otherwise the per-joint residual of the scalar least-squares fit.
+    q = _poses(41)
+    pr, gr = q - q[ROOT], g - g[ROOT]
+    s = np.linalg.lstsq(pr.reshape(-1, 1), gr.reshape(-1), rcond=None)[0][0]
+    np.testing.assert_allclose(m.joint_errors(q, g, "nmpjpe"), np.linalg.norm(s * pr - gr, axis=-1),
+                               rtol=1e-10)
+    # PMPJPE: a similarity transform of gt plus one displaced joint. The SciPy Kabsch reference
+    # gives the per-joint residuals independently.
+    rot = Rotation.from_rotvec([0.2, 0.9, -0.4]).as_matrix()
+    r = 1.3 * g @ rot.T + [10.0, 20.0, 3000.0]
+    np.testing.assert_allclose(m.joint_errors(r, g, "pmpjpe"), np.zeros(16), atol=1e-9)
+    r[4] += [0.0, 80.0, 0.0]
+    r0, g0 = r - r.mean(0), g - g.mean(0)
+    kabsch, _ = Rotation.align_vectors(g0, r0)
+    rr = kabsch.apply(r0)
+    ref = np.linalg.norm(np.sum(rr * g0) / np.sum(r0 * r0) * rr - g0, axis=-1)
+    np.testing.assert_allclose(m.joint_errors(r, g, "pmpjpe"), ref, rtol=1e-9, atol=1e-9)
+    assert ref[4] > 20.0 and ref[4] == ref.max()      # the displaced joint dominates
+
+
+def test_joint_errors_mean_equals_pose_metrics():
+    p, g = _poses(42, (3, 5)), _poses(43, (3, 5))
+    for kind, fn in (("mpjpe", m.mpjpe), ("nmpjpe", m.nmpjpe), ("pmpjpe", m.pmpjpe)):
+        je = m.joint_errors(p, g, kind)
+        assert je.shape == (3, 5, 16)
+        np.testing.assert_array_equal(je.mean(axis=-1), fn(p, g))
+        jj = jax.jit(m.joint_errors, static_argnums=2)(jnp.asarray(p, jnp.float32),
+                                                       jnp.asarray(g, jnp.float32), kind)
+        assert jj.shape == (3, 5, 16)
+        np.testing.assert_allclose(np.asarray(jj), je, rtol=1e-4, atol=1e-2)
+    with pytest.raises(ValueError, match="unknown error kind 'pck'"):
+        m.joint_errors(p, g, "pck")
