@@ -97,9 +97,12 @@ def test_detector_variables_transplant(full):
     np.testing.assert_array_equal(np.asarray(out["heatmaps2d"]), np.asarray(hm_alone))
 
 
-def test_frozen_detector_gets_no_gradient_and_keeps_stats(full):
-    model, variables = full
+def test_frozen_detector_gets_no_gradient_and_keeps_stats():
+    # A shallower hourglass than CFG: two gradient compilations dominate this test's time.
+    cfg = dataclasses.replace(CFG, hourglass_depth=1)
+    model = VolumetricHourglass(cfg)
     images = _images(2)
+    variables = model.init(jax.random.key(1), images, train=False)
 
     def loss(params, train_detector):
         out, upd = model.apply({"params": params, "batch_stats": variables["batch_stats"]},
