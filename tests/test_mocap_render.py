@@ -1,0 +1,178 @@
+"""The `mocap_render` TFDS builder (config `tiny`): geometry of the stored examples, splits,
+visibility, clean rebuilds and error handling."""
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from hourglass_jax import geometry
+from hourglass_jax.data import mocap_render as mr
+from hourglass_jax.data import render, subjects
+from hourglass_jax.skeleton import ROOT, bone_lengths
+
+CFG = next(c for c in mr.CONFIGS if c.name == "tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_dir():
+    """One build per code version, shared by the test session (and later sessions)."""
+    return mr.cached_data_dir("tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_dir):
+    return mr.load("tiny", tiny_dir, build=False)
+
+
+def _all(src):
+    return [src[i] for i in range(len(src))]
+
+
+def _text(x):
+    return x.decode() if isinstance(x, bytes) else str(x)
+
+
+def test_projection_of_pose3d_equals_pose2d(tiny):
+    """Closed form in float64: pinhole projection, then Newell's box map to the crop."""
+    for split in ("train", "pretrain2d"):
+        for ex in _all(tiny[split])[::7]:
+            p = ex["pose3d"].astype(np.float64)
+            fx, fy, cx, cy = ex["intrinsics"].astype(np.float64)
+            u = fx * p[:, 0] / p[:, 2] + cx
+            v = fy * p[:, 1] / p[:, 2] + cy
+            s = CFG.res / (200.0 * float(ex["scale"]))
+            crop = np.stack([s * (u - ex["center"][0]), s * (v - ex["center"][1])], -1)
+            crop += (CFG.res - 1) / 2.0
+            np.testing.assert_allclose(ex["pose2d"], crop, atol=2e-3)
+
+
+def test_backprojection_with_root_depth_recovers_pose3d(tiny):
+    for ex in _all(tiny["validation"])[::5]:
+        p = ex["pose3d"].astype(np.float64)
+        assert ex["root_depth"] == pytest.approx(p[ROOT, 2], rel=1e-6)
+        uv = geometry.crop_to_image(ex["pose2d"].astype(np.float64), ex["center"],
+                                    float(ex["scale"]), CFG.res)
+        depth = float(ex["root_depth"]) + (p[:, 2] - p[ROOT, 2])  # true root + relative depth
+        back = geometry.backproject(uv, depth, ex["intrinsics"].astype(np.float64))
+        np.testing.assert_allclose(back, p, atol=0.5)  # mm; float32 storage of 2D px
+
+
+def test_subjects_actions_and_sequences_land_in_the_right_splits(tiny):
+    expected = {"train": subjects.TRAIN_SUBJECTS, "validation": subjects.VALIDATION_SUBJECTS,
+                "pretrain2d": subjects.PRETRAIN_SUBJECTS}
+    assert set(tiny) == set(expected)
+    for split, subs in expected.items():
+        exs = _all(tiny[split])
+        assert {_text(e["subject"]) for e in exs} == set(subs), split
+        assert len(exs) == mr.count_frames(CFG, split)
+        if split == "pretrain2d":
+            continue
+        seqs = {}
+        for e in exs:
+            seqs.setdefault(_text(e["sequence"]), []).append(int(e["frame"]))
+            s, a, sub, cam = _text(e["sequence"]).split("/")
+            assert (s, a, int(sub), cam) == (_text(e["subject"]), _text(e["action"]),
+                                             int(e["subaction"]), _text(e["camera"]))
+        # Every subject x action x subaction x camera video, frames 0..F-1 exactly once.
+        assert len(seqs) == len(subs) * len(CFG.actions) * 2 * 4
+        for seq, frames in seqs.items():
+            assert sorted(frames) == list(range(len(frames))), seq
+
+
+def test_subjects_have_their_own_proportions_and_bones_are_constant(tiny):
+    """Per video the 11 bones are constant (rigid subject); subjects differ by up to ~10%."""
+    per_subject = {}
+    for ex in _all(tiny["train"]) + _all(tiny["validation"]):
+        per_subject.setdefault(_text(ex["subject"]), []).append(bone_lengths(ex["pose3d"]))
+    means = {}
+    for s, bl in per_subject.items():
+        bl = np.asarray(bl, np.float64)
+        assert np.max(bl.std(0)) < 0.5, s  # mm: float32 storage only
+        means[s] = bl.mean(0)
+    ratio = means["S8"] / means["S1"]
+    assert ratio.max() > 1.08 and ratio.max() < 1.25
+
+
+def test_visible_flags_agree_with_a_sampled_depth_test(tiny):
+    """Rebuild each frame's capsules (subject's appearance, the sequence's occluder) and ray
+    march in float64: a joint is hidden iff something not containing it lies in front."""
+    from tests.test_render import _np_segments, _seg_dist, _visible_reference
+
+    n_hidden = 0
+    exs = [e for e in _all(tiny["train"]) if int(e["frame"]) == 0]
+    for ex in exs[::3]:
+        seq = _text(ex["sequence"])
+        radii, _, _ = subjects.appearance_arrays(_text(ex["subject"]))
+        r = np.asarray(radii, np.float64)
+        joints = ex["pose3d"].astype(np.float64)
+        a, b = _np_segments(joints, r)
+        cam = subjects.CAMERAS[subjects.CAMERA_NAMES.index(_text(ex["camera"]))]
+        rot, t = geometry.look_at_camera(subjects.camera_position(cam),
+                                         np.array(subjects.LOOK_AT_MM), np.array([0.0, 1, 0]))
+        _, _, ends, orad, _ = mr._scene_inputs(rot[None], t[None], joints[None],
+                                               np.array([mr._seed(seq)]), CFG.occluder_prob)
+        if orad[0, 0] > 0:
+            a = np.concatenate([a, ends[0, :, 0]])
+            b = np.concatenate([b, ends[0, :, 1]])
+            r = np.concatenate([r, orad[0]])
+        ref = _visible_reference(joints, a, b, r)
+        inside = np.all((ex["pose2d"] > -0.5) & (ex["pose2d"] < CFG.res - 0.5), -1)
+        np.testing.assert_array_equal(ex["visible"], ref & inside, err_msg=seq)
+        n_hidden += int((~ex["visible"]).sum())
+    assert n_hidden > 0
+
+
+def test_clean_build_reads_back_the_same_examples(tmp_path, tiny):
+    """A build from an empty directory stores exactly what the renderer produces, and the
+    same bytes as the shared build (rendering is deterministic)."""
+    fresh = mr.load("tiny", tmp_path / "tfds")
+    assert {k: len(v) for k, v in fresh.items()} == {k: len(v) for k, v in tiny.items()}
+    by_key = {(_text(e["sequence"]), int(e["frame"])): e for e in _all(fresh["validation"])}
+    shared = {(_text(e["sequence"]), int(e["frame"])): e for e in _all(tiny["validation"])}
+    assert by_key.keys() == shared.keys()
+    for k in by_key:
+        for f in ("image", "pose3d", "pose2d", "visible", "center", "scale"):
+            np.testing.assert_array_equal(by_key[k][f], shared[k][f])
+    # Re-render the first batch directly and compare with what was stored.
+    batch = next(mr.split_frames(CFG, "validation"))
+    out = mr.render_frames(batch, CFG)
+    for i in range(0, len(batch.sequence), 9):
+        ex = by_key[(batch.sequence[i], int(batch.frame[i]))]
+        np.testing.assert_array_equal(ex["image"], out["image"][i])
+        np.testing.assert_array_equal(ex["pose2d"], out["pose2d"][i])
+        np.testing.assert_array_equal(ex["visible"], out["visible"][i])
+
+
+def test_missing_or_corrupt_dataset_directory_is_a_clear_error(tmp_path, tiny_dir):
+    with pytest.raises(ValueError, match="no mocap_render/tiny dataset"):
+        mr.load("tiny", tmp_path / "nothing_here", build=False)
+    afile = tmp_path / "file"
+    afile.write_text("x")
+    with pytest.raises(ValueError, match="is a file"):
+        mr.load("tiny", afile)
+    with pytest.raises(ValueError, match="unknown mocap_render config"):
+        mr.load("huge", tmp_path)
+    # Corrupt records: truncate the validation array_record file.
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_dir, broken)
+    vdir = broken / "mocap_render" / "tiny" / "1.0.0"
+    rec = next(p for p in os.listdir(vdir) if "validation.array_record" in p)
+    with open(vdir / rec, "r+b") as f:
+        f.truncate(200)
+    with pytest.raises(ValueError, match="corrupt"):
+        mr.load("tiny", broken, build=False)
+    # Corrupt metadata.
+    broken2 = tmp_path / "broken2"
+    shutil.copytree(tiny_dir, broken2)
+    (broken2 / "mocap_render" / "tiny" / "1.0.0" / "dataset_info.json").write_text("{not json")
+    with pytest.raises(ValueError, match="corrupt"):
+        mr.load("tiny", broken2, build=False)
+
+
+def test_render_sizes_of_configs_are_supported():
+    for cfg in mr.CONFIGS:
+        assert render.check_size(cfg.res) == cfg.res
+    bad = mr.MocapRenderConfig(name="bad", res=50)
+    with pytest.raises(ValueError, match="unsupported image size"):
+        mr.render_frames(next(mr.split_frames(CFG, "train")), bad)
