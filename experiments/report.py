@@ -1,0 +1,763 @@
+r"""The report stage: the paper's tables and figures from the stage outputs of a work directory.
+
+  python -m experiments.report --workdirs=runs/s1_seed0[,runs/s1_seed1,runs/s15_seed0,...] [--out=DIR]
+
+One work directory: writes W/report/{report.md, report.json, *.png} and prints the markdown. Several:
+writes each one's report, then a combined report in --out (default: `report_combined` beside them)
+with the mean and spread over seeds and the Figure 5 analogue (error against labelled subjects).
+
+Analogues of the paper (Sec. 4.2-4.3): Table 1 (predictions vs optimisations on the unlabelled
+videos, all joints and joints with confidence > tau), Table 3 (baseline and the loss settings, three
+metrics), Table 4 (per action), Table 5/6 (action-wise protocols: the unlabelled actions), Fig. 3
+(ground truth / prediction / optimisation), Fig. 4 (validation before/after fine-tuning), Fig. 5, and
+training curves. Inputs are the formats the stages write (experiments/stages.py); all poses are
+(N, 16, 3) float32 mm, camera frame, root-relative.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from hourglass_jax import metrics, skeleton, viz
+
+METRICS: tuple[str, ...] = ("mpjpe", "nmpjpe", "pmpjpe")
+METRIC_NAMES: dict[str, str] = {"mpjpe": "MPJPE", "nmpjpe": "NMPJPE", "pmpjpe": "PMPJPE"}
+# Rows of Table 3 in the paper's order; meanings in experiments/configs/base.py.
+SETTING_ORDER: tuple[str, ...] = ("baseline", "original", "optimised", "weighted", "bone", "interp")
+SETTING_LABELS: dict[str, str] = {
+    "baseline": "baseline",
+    "original": "original supervision",
+    "optimised": "optimised supervision",
+    "weighted": "+ weighted fidelity",
+    "bone": "+ bone consistency (full method)",
+    "interp": "interpolation supervision (control)",
+}
+FULL_METHOD = "bone"
+TAU = "\u03c4"
+
+# Paper figures quoted beside ours (H36M, subject-wise protocol S1; DESIGN.md, paper Tables 1 and 3).
+PAPER_TABLE1 = "MPJPE 91.20 -> 81.67 (all), 71.12 -> 64.16 (scores > 0.7, 86.38% of the predictions)"
+PAPER_TABLE3 = "MPJPE 97.7 -> 88.8 (-9.1%), NMPJPE 93.4 -> 80.1, PMPJPE 75.6 -> 66.5"
+
+_POSE_KEYS = ("pred", "gt", "completed", "interp")
+_PRODUCERS = {
+    "config.json": "experiments.main (written when the work directory is created)",
+    "evaluate/results.json": "stage 'evaluate'",
+    "complete/pseudo_labels.npz": "stage 'complete'",
+    "complete/solver_stats.json": "stage 'complete'",
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# Loading and checking the stage outputs
+
+
+def _require(workdir: str, rel: str) -> str:
+    path = os.path.join(workdir, rel)
+    if not os.path.exists(path):
+        producer = _PRODUCERS.get(rel, "stage '" + rel.split("/")[0] + "'")
+        raise FileNotFoundError(
+            f"missing {path}: it is written by {producer}; run the pipeline first "
+            f"(python -m experiments.main --config=... --workdir={workdir} --stages=all)")
+    return path
+
+
+def _load_json(path: str) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON (cut short?): {e}") from e
+
+
+def load_npz(path: str, required: Sequence[str]) -> dict[str, np.ndarray]:
+    """Reads a stage's .npz into a dict, checking keys, pose shapes and finiteness.
+
+    Args:
+      path: the .npz file.
+      required: keys that must be present. Pose keys (pred, gt, completed, interp) must be
+        (N, 16, 3) and finite, every array must have the same first dimension N.
+    Raises:
+      FileNotFoundError: no such file. ValueError: a missing key, a bad shape or non-finite poses.
+    """
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"missing {path}")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except ValueError as e:  # object arrays need pickle: the stages write str arrays instead
+        raise ValueError(f"{path}: cannot read without pickle ({e}); store strings as str arrays") from e
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise ValueError(f"{path} lacks the arrays {missing}; it holds {sorted(data)}")
+    _check_arrays(data, path)
+    return data
+
+
+def _check_arrays(data: Mapping[str, np.ndarray], where: str) -> int:
+    sizes = {k: np.shape(v)[0] for k, v in data.items() if np.ndim(v) >= 1}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"{where}: arrays disagree on the number of frames: {sizes}")
+    for k in _POSE_KEYS:
+        if k in data:
+            a = np.asarray(data[k])
+            if a.ndim != 3 or a.shape[1:] != (skeleton.NUM_JOINTS, 3):
+                raise ValueError(f"{where}: {k} must be (N, 16, 3) mm, got {a.shape}")
+            if not np.all(np.isfinite(a)):
+                raise ValueError(f"{where}: {k} holds {int(np.sum(~np.isfinite(a)))} non-finite values")
+    if "confidence" in data:
+        c = np.asarray(data["confidence"])
+        if c.ndim != 2 or c.shape[1] != skeleton.NUM_JOINTS:
+            raise ValueError(f"{where}: confidence must be (N, 16), got {c.shape}")
+        if not np.all(np.isfinite(c)) or c.min() < 0 or c.max() > 1:
+            raise ValueError(f"{where}: confidence must be finite and in [0, 1]")
+    n = next(iter(sizes.values()), 0)
+    if n == 0:
+        raise ValueError(f"{where}: no frames")
+    return n
+
+
+def _cfg(config: Mapping[str, Any], dotted: str, default: Any = KeyError) -> Any:
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            if default is KeyError:
+                raise ValueError(f"config.json has no field {dotted!r}")
+            return default
+        node = node[part]
+    return node
+
+
+def _check_results(results: Mapping[str, Any], where: str = "results") -> dict[str, Any]:
+    settings = results.get("settings") if isinstance(results, Mapping) else None
+    if not isinstance(settings, Mapping) or "baseline" not in settings:
+        raise ValueError(f"{where}: expected {{'settings': {{'baseline': ..., ...}}}}")
+    for name, s in settings.items():
+        overall = s.get("overall", {}) if isinstance(s, Mapping) else {}
+        missing = [k for k in METRICS if k not in overall]
+        if missing:
+            raise ValueError(f"{where}: setting {name!r} lacks overall {missing}")
+        bad = [k for k in METRICS if not np.isfinite(float(overall[k]))]
+        if bad:
+            raise ValueError(f"{where}: setting {name!r} has non-finite {bad}")
+    return dict(settings)
+
+
+def _ordered_settings(settings: Mapping[str, Any]) -> list[str]:
+    known = [s for s in SETTING_ORDER if s in settings]
+    return known + [s for s in settings if s not in SETTING_ORDER]
+
+
+# ----------------------------------------------------------------------------------------------
+# Tables (pure functions over the stage outputs)
+
+
+def table1(pseudo_labels: Mapping[str, np.ndarray], tau: float) -> dict[str, Any]:
+    """Table 1 analogue: predictions vs optimisations (and the interpolation control) on the
+    unlabelled videos, over all joints and over the joints whose confidence is above tau.
+
+    Args:
+      pseudo_labels: arrays of complete/pseudo_labels.npz: pred, completed, gt (N, 16, 3) mm,
+        confidence (N, 16) in [0, 1]; optional interp (N, 16, 3) mm and bone_lengths (N, 11) mm.
+      tau: confidence threshold.
+    Returns:
+      {"rows": {row: {"MPJPE", "NMPJPE", "PMPJPE"} in mm}, "share_above_tau": fraction of the
+      N x 16 joint predictions with confidence > tau, "joints_above_tau", "joints", "frames",
+      "tau", "change_percent": relative change of each metric from predictions to optimisations
+      ({"all": {...}, "above_tau": {...}}), and "bone_length_error_mm" when bone_lengths is given.
+      "scores > tau" rows average the per-joint errors (metrics.joint_errors) of those joints only,
+      the NMPJPE/PMPJPE alignment still being fitted on the whole pose.
+    """
+    for k in ("pred", "completed", "gt", "confidence"):
+        if k not in pseudo_labels:
+            raise ValueError(f"pseudo-labels lack {k!r}; they hold {sorted(pseudo_labels)}")
+    if not np.isfinite(tau) or not 0.0 <= tau < 1.0:
+        raise ValueError(f"tau must be in [0, 1), got {tau}")
+    n = _check_arrays(pseudo_labels, "pseudo-labels")
+    gt = np.asarray(pseudo_labels["gt"], np.float64)
+    above = np.asarray(pseudo_labels["confidence"]) > tau
+    sources = [("Predictions", "Preds", "pred"), ("Optimisations", "Optis", "completed")]
+    if "interp" in pseudo_labels:
+        sources.append(("Interpolation", "Interp", "interp"))
+    rows: dict[str, dict[str, float]] = {}
+    above_rows: dict[str, dict[str, float]] = {}
+    for long_name, short_name, key in sources:
+        poses = np.asarray(pseudo_labels[key], np.float64)
+        errs = {m: metrics.joint_errors(poses, gt, m) for m in METRICS}   # (N, 16) each
+        rows[f"{long_name} (all)"] = {METRIC_NAMES[m]: float(e.mean()) for m, e in errs.items()}
+        if above.any():
+            above_rows[f"{short_name} (scores > {TAU})"] = {
+                METRIC_NAMES[m]: float(e[above].mean()) for m, e in errs.items()}
+    rows.update(above_rows)
+
+    def change(before: str, after: str) -> dict[str, float]:
+        return {k: 100.0 * (rows[after][k] - rows[before][k]) / rows[before][k]
+                for k in rows[before] if rows[before][k] > 0}
+
+    out: dict[str, Any] = {
+        "rows": rows, "tau": float(tau), "frames": n, "joints": int(above.size),
+        "joints_above_tau": int(above.sum()), "share_above_tau": float(above.mean()),
+        "change_percent": {"all": change("Predictions (all)", "Optimisations (all)")},
+    }
+    if above.any():
+        out["change_percent"]["above_tau"] = change(f"Preds (scores > {TAU})", f"Optis (scores > {TAU})")
+    if "bone_lengths" in pseudo_labels:
+        bl = np.asarray(pseudo_labels["bone_lengths"], np.float64)
+        if bl.shape != (n, skeleton.NUM_BONES) or not np.all(np.isfinite(bl)):
+            raise ValueError(f"bone_lengths must be finite (N, 11) mm, got {bl.shape}")
+        true_bl = skeleton.bone_lengths(gt)
+        out["bone_length_error_mm"] = {
+            "predictions (per frame)": float(np.abs(
+                skeleton.bone_lengths(np.asarray(pseudo_labels["pred"], np.float64)) - true_bl).mean()),
+            "pseudo-label bone lengths (per video)": float(np.abs(bl - true_bl).mean()),
+        }
+    return out
+
+
+def table3(results: Mapping[str, Any]) -> dict[str, Any]:
+    """Table 3 analogue: validation errors of the baseline and each fine-tuning setting.
+
+    Args:
+      results: the content of evaluate/results.json ({"settings": {name: {"overall": {...}}}}).
+    Returns:
+      {"rows": {label: {"MPJPE", "NMPJPE", "PMPJPE" (mm), "MPJPE %", "NMPJPE %", "PMPJPE %"
+      (relative change vs the baseline, percent; negative is better)}}, "settings": [names in row
+      order]}. Row labels are SETTING_LABELS (unknown settings keep their name).
+    """
+    settings = _check_results(results)
+    base = settings["baseline"]["overall"]
+    rows: dict[str, dict[str, float]] = {}
+    order = _ordered_settings(settings)
+    for name in order:
+        overall = settings[name]["overall"]
+        row = {METRIC_NAMES[m]: float(overall[m]) for m in METRICS}
+        for m in METRICS:
+            row[f"{METRIC_NAMES[m]} %"] = 100.0 * (float(overall[m]) - float(base[m])) / float(base[m])
+        rows[SETTING_LABELS.get(name, name)] = row
+    return {"rows": rows, "settings": order}
+
+
+def table4(results: Mapping[str, Any], metric: str = "mpjpe") -> dict[str, Any]:
+    """Table 4 analogue: validation error per action (rows) for each setting (columns).
+
+    Args:
+      results: the content of evaluate/results.json (per_action entries needed).
+      metric: "mpjpe" (the paper's table), "nmpjpe" or "pmpjpe".
+    Returns:
+      {"rows": {action: {setting: mm}, ..., "Average": {setting: overall mm}}, "best": {action:
+      setting with the lowest error}, "metric": metric}. Actions in the baseline's order; the
+      Average row is the overall (frame-weighted) error of results.json.
+    """
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; choose from {METRICS}")
+    settings = _check_results(results)
+    order = _ordered_settings(settings)
+    actions: list[str] = []
+    for name in order:
+        per_action = settings[name].get("per_action")
+        if not isinstance(per_action, Mapping) or not per_action:
+            raise ValueError(f"results: setting {name!r} has no per_action errors")
+        actions += [a for a in per_action if a not in actions]
+    rows: dict[str, dict[str, float]] = {}
+    for action in actions + ["Average"]:
+        row = {}
+        for name in order:
+            src = (settings[name]["overall"] if action == "Average"
+                   else settings[name]["per_action"].get(action))
+            if src is not None and metric in src:
+                row[name] = float(src[metric])
+        rows[action] = row
+    best = {a: min(r, key=r.get) for a, r in rows.items() if r}
+    return {"rows": rows, "best": best, "metric": metric}
+
+
+def table5(predictions: Mapping[str, Mapping[str, np.ndarray]], actions: Sequence[str]) -> dict[str, Any]:
+    """Table 5/6 analogue (action-wise protocols): validation MPJPE on the unlabelled actions.
+
+    Args:
+      predictions: {setting: arrays of evaluate/predictions_<setting>.npz (action, pred, gt)}.
+      actions: the unlabelled actions (config data.unlabelled_actions).
+    Returns:
+      {"rows": {setting: {action: mm, ..., "Average": mm}}, "frames": {action: count}}; the
+      Average is over the frames of those actions (frame-weighted, as the paper's tables are).
+    """
+    if not actions:
+        raise ValueError("table5 needs the unlabelled actions of an action-wise protocol")
+    rows: dict[str, dict[str, float]] = {}
+    frames: dict[str, int] = {}
+    for name in _ordered_settings(predictions):
+        d = predictions[name]
+        act = np.asarray(d["action"]).astype(str)
+        err = metrics.mpjpe(np.asarray(d["pred"], np.float64), np.asarray(d["gt"], np.float64))
+        row = {}
+        for a in actions:
+            sel = act == a
+            if sel.any():
+                row[a] = float(err[sel].mean())
+                frames[a] = int(sel.sum())
+        sel = np.isin(act, list(actions))
+        if not sel.any():
+            raise ValueError(f"setting {name!r}: no validation frame of the actions {list(actions)}")
+        row["Average"] = float(err[sel].mean())
+        rows[name] = row
+    return {"rows": rows, "frames": frames}
+
+
+def _format_table4(t4: Mapping[str, Any]) -> str:
+    """Markdown with the best setting of each row in bold, as the paper marks it."""
+    cells = {a: {s: (f"**{v:.1f}**" if t4["best"].get(a) == s else f"{v:.1f}") for s, v in r.items()}
+             for a, r in t4["rows"].items()}
+    return metrics.markdown_table(cells, "action")
+
+
+# ----------------------------------------------------------------------------------------------
+# Figures
+
+
+def _frame_title(d: Mapping[str, np.ndarray], i: int, reason: str) -> str:
+    parts = [str(d[k][i]) for k in ("subject", "action") if k in d]
+    if "frame_index" in d:
+        parts.append(f"f{int(d['frame_index'][i])}")
+    return " ".join(parts) + "\n" + reason
+
+
+def _pick_frames(score: np.ndarray, groups: np.ndarray, n_top: int, n_random: int,
+                 seed: int) -> list[tuple[int, str]]:
+    """The n_top highest-scoring frames from distinct groups (videos), then n_random others."""
+    picked: list[tuple[int, str]] = []
+    seen: set = set()
+    for i in np.argsort(-score, kind="stable"):
+        if len(picked) == n_top:
+            break
+        if groups[i] not in seen:
+            seen.add(groups[i])
+            picked.append((int(i), "top"))
+    rest = np.setdiff1d(np.arange(score.size), [i for i, _ in picked])
+    rng = np.random.default_rng(seed)
+    for i in rng.choice(rest, size=min(n_random, rest.size), replace=False):
+        picked.append((int(i), "random"))
+    return picked
+
+
+def figure3(pseudo_labels: Mapping[str, np.ndarray], path: str, n_changed: int = 4,
+            n_random: int = 4, seed: int = 0) -> dict[str, Any]:
+    """Fig. 3 analogue: ground truth (green dashed), prediction (red), optimisation (blue).
+
+    Shows the n_changed frames (from distinct videos) whose mean joint displacement
+    |completed - pred| is largest, then n_random frames drawn uniformly (seeded).
+    Returns {"path", "frames": [{"index", "why", "change_mm"}]}.
+    """
+    n = _check_arrays(pseudo_labels, "pseudo-labels")
+    pred, comp, gt = (np.asarray(pseudo_labels[k], np.float64) for k in ("pred", "completed", "gt"))
+    change = np.linalg.norm(comp - pred, axis=-1).mean(axis=-1)   # (N,) mm
+    groups = np.asarray(pseudo_labels.get("sequence_id", np.arange(n)))
+    picked = _pick_frames(change, groups, n_changed, n_random, seed)
+    examples, titles, frames = [], [], []
+    for i, why in picked:
+        examples.append({"ground truth": gt[i], "prediction": pred[i], "optimisation": comp[i]})
+        reason = "most changed" if why == "top" else "random"
+        titles.append(_frame_title(pseudo_labels, i, f"{reason}, moved {change[i]:.0f} mm"))
+        frames.append({"index": i, "why": reason, "change_mm": float(change[i])})
+    viz.skeleton_grid(examples, path, titles=titles)
+    return {"path": path, "frames": frames}
+
+
+def _match_frames(a: Mapping[str, np.ndarray], b: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Index into b of each frame of a, matched by (sequence_id, frame_index)."""
+    key = lambda d: [(int(s), int(f)) for s, f in zip(d["sequence_id"], d["frame_index"])]  # noqa: E731
+    where = {k: i for i, k in enumerate(key(b))}
+    ka = key(a)
+    missing = [k for k in ka if k not in where]
+    if missing:
+        raise ValueError(f"{len(missing)} validation frames of one setting are missing in the other, "
+                         f"e.g. (sequence_id, frame_index) {missing[0]}")
+    return np.asarray([where[k] for k in ka])
+
+
+def figure4(baseline: Mapping[str, np.ndarray], tuned: Mapping[str, np.ndarray], path: str,
+            n_improved: int = 4, n_random: int = 4, seed: int = 0) -> dict[str, Any]:
+    """Fig. 4 analogue on validation frames: ground truth, baseline (red), fine-tuned (blue).
+
+    Frames are matched by (sequence_id, frame_index). Shows the n_improved frames (distinct
+    videos) whose MPJPE the fine-tuning lowered most, then n_random frames drawn uniformly.
+    Returns {"path", "frames": [{"index", "why", "baseline_mm", "tuned_mm"}]}.
+    """
+    _check_arrays(baseline, "baseline predictions")
+    _check_arrays(tuned, "fine-tuned predictions")
+    j = _match_frames(baseline, tuned)
+    gt = np.asarray(baseline["gt"], np.float64)
+    if np.abs(np.asarray(tuned["gt"], np.float64)[j] - gt).max() > 1e-3:
+        raise ValueError("baseline and fine-tuned predictions disagree on the ground truth")
+    pb = np.asarray(baseline["pred"], np.float64)
+    pt = np.asarray(tuned["pred"], np.float64)[j]
+    eb, et = metrics.mpjpe(pb, gt), metrics.mpjpe(pt, gt)
+    groups = np.asarray(baseline["sequence_id"])
+    picked = _pick_frames(eb - et, groups, n_improved, n_random, seed)
+    examples, titles, frames = [], [], []
+    for i, why in picked:
+        examples.append({"ground truth": gt[i], "baseline": pb[i], "fine-tuned": pt[i]})
+        reason = "most improved" if why == "top" else "random"
+        titles.append(_frame_title(baseline, i, f"{reason}: {eb[i]:.0f} -> {et[i]:.0f} mm"))
+        frames.append({"index": i, "why": reason, "baseline_mm": float(eb[i]),
+                       "tuned_mm": float(et[i])})
+    viz.skeleton_grid(examples, path, titles=titles)
+    return {"path": path, "frames": frames}
+
+
+def _jsonl_records(path: str) -> list[dict]:
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut short by a kill
+    return out
+
+
+def metrics_files(workdir: str) -> dict[str, str]:
+    """{stage label: metrics.jsonl} of the training stages present: pretrain2d, train3d and
+    finetune/<setting>, each only if it holds at least one training record with a loss."""
+    found = {"pretrain2d": os.path.join(workdir, "pretrain2d", "metrics.jsonl"),
+             "train3d": os.path.join(workdir, "train3d", "metrics.jsonl")}
+    for p in sorted(glob.glob(os.path.join(workdir, "finetune", "*", "metrics.jsonl"))):
+        found["finetune/" + os.path.basename(os.path.dirname(p))] = p
+    return {k: p for k, p in found.items() if os.path.exists(p)
+            and any("loss" in r and "step" in r for r in _jsonl_records(p))}
+
+
+def training_curve_figures(workdir: str, out_dir: str) -> dict[str, str]:
+    """Loss curves (supervised stages; fine-tuning settings) and the validation curve if logged.
+
+    Losses of the stages differ in kind (2D heatmaps, 3D heatmaps, pseudo-label losses), so the
+    supervised stages and the fine-tuning runs get separate plots. Returns {figure name: PNG path}.
+    """
+    files = metrics_files(workdir)
+    figs: dict[str, str] = {}
+    supervised = {k: p for k, p in files.items() if not k.startswith("finetune/")}
+    finetune = {k: p for k, p in files.items() if k.startswith("finetune/")}
+    if supervised:
+        figs["curves_supervised"] = viz.training_curves(
+            supervised, os.path.join(out_dir, "curves_supervised.png"))
+    if finetune:
+        figs["curves_finetune"] = viz.training_curves(
+            finetune, os.path.join(out_dir, "curves_finetune.png"))
+    eval_keys = sorted({k for p in files.values() for r in _jsonl_records(p)
+                        if r.get("kind") == "eval" for k in r if "mpjpe" in k})
+    if eval_keys:
+        figs["curves_validation"] = viz.training_curves(
+            files, os.path.join(out_dir, "curves_validation.png"), key=eval_keys[0])
+    return figs
+
+
+# ----------------------------------------------------------------------------------------------
+# One work directory
+
+
+def _labels_of(config: Mapping[str, Any], field: str) -> list[str]:
+    return [str(x) for x in _cfg(config, field, ())]
+
+
+def write_report(workdir: str) -> str:
+    """Writes W/report/report.md, W/report/report.json and the PNG figures; returns the markdown.
+
+    Required: W/config.json and W/evaluate/results.json (FileNotFoundError naming the file and the
+    stage that writes it). Optional inputs (pseudo-labels, per-setting predictions, metrics.jsonl)
+    add their tables and figures; when absent, the section is replaced by a note saying why.
+    """
+    workdir = os.path.abspath(workdir)
+    config = _load_json(_require(workdir, "config.json"))
+    results_path = _require(workdir, "evaluate/results.json")
+    results = _load_json(results_path)
+    settings = _check_results(results, results_path)
+    out_dir = os.path.join(workdir, "report")
+    os.makedirs(out_dir, exist_ok=True)
+    notes: list[str] = []
+    if not os.path.exists(os.path.join(workdir, "evaluate", "DONE.json")):
+        notes.append("the evaluate stage is not marked done: its results may be partial")
+    protocol = str(_cfg(config, "protocol", "?"))
+    rep: dict[str, Any] = {
+        "workdir": workdir, "protocol": protocol, "seed": _cfg(config, "seed", None),
+        "labelled_subjects": _labels_of(config, "data.labelled_subjects"),
+        "unlabelled_subjects": _labels_of(config, "data.unlabelled_subjects"),
+        "validation_subjects": _labels_of(config, "data.validation_subjects"),
+        "unlabelled_actions": _labels_of(config, "data.unlabelled_actions"),
+        "figures": {}, "notes": notes,
+    }
+    md = [f"# Report: protocol {protocol}, seed {rep['seed']}", "",
+          f"Work directory `{workdir}`. Labelled subjects: {', '.join(rep['labelled_subjects']) or '-'}; "
+          f"unlabelled: {', '.join(rep['unlabelled_subjects']) or '-'}; "
+          f"validation: {', '.join(rep['validation_subjects']) or '-'}."
+          + (f" Unlabelled actions: {', '.join(rep['unlabelled_actions'])}."
+             if rep["unlabelled_actions"] else ""), ""]
+
+    # Table 1 and Fig. 3: the unlabelled videos before/after the trajectory optimisation.
+    md += ["## Table 1 analogue: trajectory optimisation of the unlabelled predictions", ""]
+    pl_path = os.path.join(workdir, "complete", "pseudo_labels.npz")
+    if os.path.exists(pl_path):
+        pl = load_npz(pl_path, ("pred", "completed", "gt", "confidence"))
+        tau = float(_cfg(config, "complete.tau"))
+        t1 = table1(pl, tau)
+        rep["table1"] = t1
+        md += [metrics.markdown_table(t1["rows"], "", precision=2),
+               f"{100 * t1['share_above_tau']:.2f}% of the joint predictions ({t1['joints_above_tau']} "
+               f"of {t1['joints']} = {t1['frames']} frames x 16) have a confidence above {TAU} = {tau:g}. Rows "
+               f"\"scores > {TAU}\" average the per-joint errors of those joints only (NMPJPE and PMPJPE "
+               "still align whole poses). Interpolation: the confident entries linearly interpolated "
+               "over time, our control (not in the paper).",
+               "", "Change of MPJPE by the optimisation: "
+               + ", ".join(f"{k.replace('above_tau', 'scores > ' + TAU)} {v['MPJPE']:+.1f}%"
+                           for k, v in t1["change_percent"].items() if "MPJPE" in v)
+               + f". Paper (H36M S1): {PAPER_TABLE1}.", ""]
+        if "bone_length_error_mm" in t1:
+            md += ["Mean absolute bone-length error against the ground truth (mm): "
+                   + ", ".join(f"{k} {v:.1f}" for k, v in t1["bone_length_error_mm"].items()) + ".", ""]
+        stats_path = os.path.join(workdir, "complete", "solver_stats.json")
+        if os.path.exists(stats_path):
+            st = _load_json(stats_path)
+            rep["solver_stats"] = st
+            md += [f"Solver: {st.get('videos')} videos, {st.get('frames')} frames, "
+                   f"{float(st.get('iterations_mean', float('nan'))):.0f} iterations on average, "
+                   f"{st.get('converged')} of {st.get('videos')} converged, "
+                   f"{float(st.get('seconds', float('nan'))):.1f} s.", ""]
+        f3 = figure3(pl, os.path.join(out_dir, "fig3_optimisation.png"), seed=int(rep["seed"] or 0))
+        rep["figures"]["fig3"] = f3
+        md += ["![Fig. 3 analogue](fig3_optimisation.png)", "",
+               "Fig. 3 analogue: ground truth green dashed, prediction red, optimisation blue. The "
+               f"first {sum(f['why'] != 'random' for f in f3['frames'])} panels are the frames (of "
+               "distinct videos) the optimisation moved most; the others are drawn at random.", ""]
+    else:
+        notes.append("no complete/pseudo_labels.npz (stage 'complete'): Table 1 and Fig. 3 omitted")
+        md += ["_Omitted: no complete/pseudo_labels.npz (stage 'complete' has not run)._", ""]
+
+    # Table 3 and Table 4: validation errors of the baseline and each fine-tuning setting.
+    t3 = table3(results)
+    rep["table3"] = t3
+    md += ["## Table 3 analogue: validation errors after fine-tuning", "",
+           metrics.markdown_table(t3["rows"], "setting", precision=1),
+           "Errors in mm; \"%\" columns: relative change against the baseline (negative is better). "
+           f"Paper (H36M S1): {PAPER_TABLE3}.", ""]
+    if len(settings) == 1:
+        notes.append("no fine-tuning setting was evaluated: Tables 3-4 show the baseline only")
+        md += ["_Only the baseline was evaluated (no fine-tuning setting in results.json)._", ""]
+    try:
+        t4 = table4(results)
+        rep["table4"] = t4
+        md += ["## Table 4 analogue: validation MPJPE per action", "", _format_table4(t4),
+               "Best setting of each row in bold; Average: over all validation frames.", ""]
+    except ValueError as e:
+        notes.append(f"Table 4 omitted: {e}")
+
+    # Per-setting validation predictions: Table 5/6 (action-wise protocols) and Fig. 4.
+    preds: dict[str, dict[str, np.ndarray]] = {}
+    for name in settings:
+        p = os.path.join(workdir, "evaluate", f"predictions_{name}.npz")
+        if os.path.exists(p):
+            preds[name] = load_npz(p, ("sequence_id", "frame_index", "action", "pred", "gt"))
+            diff = abs(float(metrics.mpjpe(np.asarray(preds[name]["pred"], np.float64),
+                                           np.asarray(preds[name]["gt"], np.float64)).mean())
+                       - float(settings[name]["overall"]["mpjpe"]))
+            if diff > 0.05:
+                notes.append(f"results.json and predictions_{name}.npz disagree on MPJPE by {diff:.2f} mm")
+    if rep["unlabelled_actions"]:
+        if preds:
+            t5 = table5(preds, rep["unlabelled_actions"])
+            rep["table5"] = t5
+            md += ["## Table 5/6 analogue: validation MPJPE of the unlabelled actions", "",
+                   metrics.markdown_table({SETTING_LABELS.get(k, k): v for k, v in t5["rows"].items()},
+                                          "setting"),
+                   "Average: over the validation frames of these actions.", ""]
+        else:
+            notes.append("action-wise protocol but no evaluate/predictions_*.npz: Table 5 omitted")
+    tuned = FULL_METHOD if FULL_METHOD in preds else None
+    if tuned is None:
+        others = [s for s in preds if s != "baseline"]
+        if others:  # no full-method run: show the best evaluated setting, and say so
+            tuned = min(others, key=lambda s: float(settings[s]["overall"]["mpjpe"]))
+            notes.append(f"Fig. 4 shows setting {tuned!r} (the best evaluated): {FULL_METHOD!r} absent")
+    if "baseline" in preds and tuned is not None:
+        f4 = figure4(preds["baseline"], preds[tuned], os.path.join(out_dir, "fig4_finetuning.png"),
+                     seed=int(rep["seed"] or 0))
+        f4["setting"] = tuned
+        rep["figures"]["fig4"] = f4
+        md += ["## Figure 4 analogue: validation poses before and after fine-tuning", "",
+               "![Fig. 4 analogue](fig4_finetuning.png)", "",
+               f"Ground truth green dashed, baseline red, fine-tuned with setting '{tuned}' blue."
+               f" The first {sum(f['why'] != 'random' for f in f4['frames'])} panels are the frames "
+               "(of distinct videos) whose MPJPE fell most; the others are drawn at random.", ""]
+    else:
+        notes.append("Fig. 4 omitted: it needs evaluate/predictions_baseline.npz and one of a "
+                     "fine-tuned setting")
+
+    curves = training_curve_figures(workdir, out_dir)
+    rep["figures"].update(curves)
+    if curves:
+        md += ["## Training curves", ""]
+        md += [f"![{k}]({os.path.basename(p)})" for k, p in curves.items()] + [""]
+    else:
+        notes.append("no metrics.jsonl with losses under pretrain2d/, train3d/ or finetune/*/: "
+                     "no training curves")
+    if notes:
+        md += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
+    text = "\n".join(md)
+    with open(os.path.join(out_dir, "report.md"), "w", encoding="utf-8") as f:
+        f.write(text)
+    with open(os.path.join(out_dir, "report.json"), "w", encoding="utf-8") as f:
+        json.dump(rep, f, indent=2)
+    return text
+
+
+# ----------------------------------------------------------------------------------------------
+# Several work directories: seeds and the number of labelled subjects (Fig. 5)
+
+
+def collect_runs(workdirs: Sequence[str]) -> list[dict[str, Any]]:
+    """Per work directory: protocol, seed, labelled subjects and the overall validation errors.
+
+    Returns [{"workdir", "protocol", "seed", "n_labelled", "action_wise", "overall": {setting:
+    {metric: mm}}}]. Raises FileNotFoundError for a work directory without config.json or
+    evaluate/results.json.
+    """
+    if not workdirs:
+        raise ValueError("no work directories given")
+    runs = []
+    for w in workdirs:
+        w = os.path.abspath(w)
+        config = _load_json(_require(w, "config.json"))
+        path = _require(w, "evaluate/results.json")
+        settings = _check_results(_load_json(path), path)
+        runs.append({
+            "workdir": w, "protocol": str(_cfg(config, "protocol", "?")),
+            "seed": _cfg(config, "seed", None),
+            "n_labelled": len(_cfg(config, "data.labelled_subjects")),
+            "action_wise": bool(_cfg(config, "data.unlabelled_actions", ())),
+            "overall": {s: {m: float(v["overall"][m]) for m in METRICS} for s, v in settings.items()},
+        })
+    return runs
+
+
+def seeds_table(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Mean and spread over the runs of each protocol: {"<protocol> / <setting>": {"runs": n,
+    "<METRIC> mean": mm, "<METRIC> std": mm (sample std, ddof 1; 0 for a single run)}}."""
+    groups: dict[str, list[dict[str, float]]] = {}
+    for r in runs:
+        for s in _ordered_settings(r["overall"]):
+            groups.setdefault(f"{r['protocol']} / {s}", []).append(r["overall"][s])
+    out = {}
+    for key, vals in groups.items():
+        row: dict[str, float] = {"runs": len(vals)}
+        for m in METRICS:
+            x = np.array([v[m] for v in vals])
+            row[f"{METRIC_NAMES[m]} mean"] = float(x.mean())
+            row[f"{METRIC_NAMES[m]} std"] = float(x.std(ddof=1)) if x.size > 1 else 0.0
+        out[key] = row
+    return out
+
+
+def figure5(workdirs: Sequence[str], path: str) -> dict[str, Any]:
+    """Fig. 5 analogue: validation error against the number of labelled subjects, for the baseline
+    and the full method ("bone"), all three metrics; runs with the same number of labelled
+    subjects (seeds) are averaged. Action-wise runs are left out (their labelled subjects do not
+    measure the amount of labelled data).
+
+    Args:
+      workdirs: work directories of subject-wise runs (S1, S15, S156, S1567, seeds...).
+      path: the PNG to write.
+    Returns:
+      {"path", "points": {series: [[n_labelled, mm], ...]}, "runs": [workdir, ...], "notes": [...]}.
+    """
+    runs = collect_runs(workdirs)
+    notes = []
+    acc: dict[str, dict[int, list[float]]] = {}
+    used = []
+    for r in runs:
+        if r["action_wise"]:
+            notes.append(f"{r['workdir']}: action-wise protocol {r['protocol']}, left out")
+            continue
+        used.append(r["workdir"])
+        for setting, label in (("baseline", "baseline"), (FULL_METHOD, "fine-tuned")):
+            if setting not in r["overall"]:
+                notes.append(f"{r['workdir']}: no {setting!r} results")
+                continue
+            for m in METRICS:
+                acc.setdefault(f"{label} {METRIC_NAMES[m]}", {}).setdefault(
+                    r["n_labelled"], []).append(r["overall"][setting][m])
+    if not acc:
+        raise ValueError("figure5: no subject-wise run among the work directories")
+    points = {s: sorted([n, float(np.mean(v))] for n, v in by_n.items()) for s, by_n in acc.items()}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    viz.error_vs_labelled({s: [tuple(p) for p in pts] for s, pts in points.items()}, path,
+                          ylabel="validation error (mm)")
+    return {"path": path, "points": points, "runs": used, "notes": notes}
+
+
+def write_combined_report(workdirs: Sequence[str], out_dir: str) -> str:
+    """Report of several runs in out_dir (report.md, report.json, fig5_labelled_subjects.png):
+    each run's overall errors, mean and spread per protocol and setting, and Fig. 5 when the
+    runs differ in their number of labelled subjects. Returns the markdown."""
+    runs = collect_runs(workdirs)
+    os.makedirs(out_dir, exist_ok=True)
+    per_run = {f"{r['protocol']} seed {r['seed']}": {
+        f"{SETTING_LABELS.get(s, s)}": r["overall"][s]["mpjpe"] for s in _ordered_settings(r["overall"])}
+        for r in runs}
+    seeds = seeds_table(runs)
+    seeds_md = {k: {"runs": str(v["runs"]), **{METRIC_NAMES[m]: (
+        f"{v[METRIC_NAMES[m] + ' mean']:.1f} ± {v[METRIC_NAMES[m] + ' std']:.1f}") for m in METRICS}}
+        for k, v in seeds.items()}
+    md = ["# Combined report", "", f"{len(runs)} work directories.", "",
+          "## Validation MPJPE of each run (mm)", "", metrics.markdown_table(per_run, "run"),
+          "## Mean ± sample standard deviation over runs (mm)", "",
+          metrics.markdown_table(seeds_md, "protocol / setting"), ""]
+    rep: dict[str, Any] = {"runs": runs, "seeds": seeds}
+    subject_wise = {r["n_labelled"] for r in runs if not r["action_wise"]}
+    if len(subject_wise) > 1:
+        f5 = figure5(workdirs, os.path.join(out_dir, "fig5_labelled_subjects.png"))
+        rep["fig5"] = f5
+        md += ["## Figure 5 analogue: error against the number of labelled subjects", "",
+               "![Fig. 5 analogue](fig5_labelled_subjects.png)", "",
+               metrics.markdown_table({s: {str(n): v for n, v in pts} for s, pts in f5["points"].items()},
+                                      "series / labelled subjects"), ""]
+        md += [f"- {n}" for n in f5["notes"]]
+    else:
+        md += ["_Fig. 5 omitted: the subject-wise runs do not differ in their number of labelled "
+               "subjects._", ""]
+    text = "\n".join(md)
+    with open(os.path.join(out_dir, "report.md"), "w", encoding="utf-8") as f:
+        f.write(text)
+    with open(os.path.join(out_dir, "report.json"), "w", encoding="utf-8") as f:
+        json.dump(rep, f, indent=2)
+    return text
+
+
+def main(argv: Sequence[str]) -> None:
+    from absl import app
+
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    workdirs = [w for w in _WORKDIRS.value or [] if w]
+    if not workdirs:
+        raise app.UsageError("--workdirs is required, e.g. --workdirs=runs/s1,runs/s15")
+    for i, w in enumerate(workdirs):
+        text = write_report(w)
+        print(f"[report {i + 1}/{len(workdirs)}] {os.path.join(os.path.abspath(w), 'report', 'report.md')}",
+              flush=True)
+        if len(workdirs) == 1:
+            print(text)
+    if len(workdirs) > 1 or _OUT.value:
+        out = _OUT.value or os.path.join(
+            os.path.commonpath([os.path.abspath(w) for w in workdirs]), "report_combined")
+        print(write_combined_report(workdirs, out))
+        print(f"[report] combined report in {out}", flush=True)
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+
+    _WORKDIRS = flags.DEFINE_list("workdirs", None, "Comma-separated work directories.")
+    _OUT = flags.DEFINE_string("out", "", "Directory of the combined report (several workdirs).")
+    app.run(main)
