@@ -1,0 +1,142 @@
+"""The paper's augmentation (Sec. 4.1): 50% horizontal flip, rotation in -30..+30 deg, scale in
+0.75..1.25, applied to the image and to the 2D and 3D targets consistently.
+
+An augmented sample is again exactly what a pinhole camera sees, so every downstream formula
+(geometry.project, image_to_crop with rotation 0, pose_to_voxels) holds for it unchanged:
+
+* Flip: the crop is mirrored about its vertical centre line. That is the view of a mirrored
+  camera: the 3D pose becomes (-x, y, z) in the camera frame, left and right joints swap labels,
+  and the principal point moves to cx' = 2 * center_x - cx (fx stays positive).
+* Rotation by theta (counter-clockwise on screen, geometry.rotation_2d) about the crop centre:
+  the camera rolls about its optical axis, so the 3D pose is rotated about the camera z axis
+  (pose3d' = rotation_matrix(z, -theta) @ pose3d; depths, and so root_depth, are unchanged),
+  and because the crop centre is not the principal point, the principal point turns about the
+  crop centre: pp' = center + rotation_2d(theta) @ (pp - center). This needs square pixels
+  (fx == fy), which the dataset's cameras have.
+* Scale by s: the crop box grows by s (scale' = s * scale); the person looks smaller for s > 1.
+  The 3D pose and the camera are unchanged.
+
+Samples are dicts of numpy arrays: image (R, R, 3) float32 in [0, 1], pose3d (16, 3) mm camera
+frame, pose2d (16, 2) crop px, visible (16,) bool, intrinsics (4,) image px, center (2,) image
+px, scale (); other keys pass through.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from hourglass_jax import geometry
+from hourglass_jax.skeleton import FLIP_PERMUTATION
+
+ROTATION_DEG: float = 30.0
+SCALE_RANGE: tuple[float, float] = (0.75, 1.25)
+FLIP_PROB: float = 0.5
+
+
+def _check(sample: dict) -> int:
+    img = sample["image"]
+    if img.ndim != 3 or img.shape[0] != img.shape[1] or img.shape[2] != 3:
+        raise ValueError(f"image must be (R, R, 3), got shape {img.shape}")
+    for k, shape in (("pose3d", (16, 3)), ("pose2d", (16, 2)), ("visible", (16,)),
+                     ("intrinsics", (4,)), ("center", (2,))):
+        if np.shape(sample[k]) != shape:
+            raise ValueError(f"{k} must have shape {shape}, got {np.shape(sample[k])}")
+    return img.shape[0]
+
+
+def flip(sample: dict) -> dict:
+    """Mirror a sample left-right (an involution: flip(flip(s)) == s)."""
+    res = _check(sample)
+    out = dict(sample)
+    out["image"] = sample["image"][:, ::-1]
+    p2 = np.array(sample["pose2d"], np.float64)
+    p2[:, 0] = (res - 1) - p2[:, 0]
+    out["pose2d"] = p2[FLIP_PERMUTATION].astype(sample["pose2d"].dtype)
+    p3 = np.array(sample["pose3d"], np.float64)
+    p3[:, 0] = -p3[:, 0]
+    out["pose3d"] = p3[FLIP_PERMUTATION].astype(sample["pose3d"].dtype)
+    out["visible"] = np.asarray(sample["visible"])[FLIP_PERMUTATION]
+    k = np.array(sample["intrinsics"], np.float64)
+    k[2] = 2.0 * float(sample["center"][0]) - k[2]
+    out["intrinsics"] = k.astype(sample["intrinsics"].dtype)
+    return out
+
+
+def _compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """2x3 affine a after b."""
+    return np.concatenate([a[:, :2] @ b[:, :2], (a[:, :2] @ b[:, 2] + a[:, 2])[:, None]], 1)
+
+
+def warp_image(image: np.ndarray, out_to_in: np.ndarray) -> np.ndarray:
+    """Bilinear warp: out[v, u] = image at out_to_in @ (u, v, 1); zero outside the image.
+
+    Args:
+      image: (R, R, C) float. out_to_in: (2, 3) affine, crop px (pixel centres at integers).
+    Returns:
+      (R, R, C) float32.
+    """
+    res = image.shape[0]
+    v, u = np.meshgrid(np.arange(res, dtype=np.float64), np.arange(res, dtype=np.float64),
+                       indexing="ij")
+    x = out_to_in[0, 0] * u + out_to_in[0, 1] * v + out_to_in[0, 2]
+    y = out_to_in[1, 0] * u + out_to_in[1, 1] * v + out_to_in[1, 2]
+    x0, y0 = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
+    wx, wy = (x - x0)[..., None], (y - y0)[..., None]
+    img = np.asarray(image, np.float32)
+
+    def tap(yy, xx):
+        ok = (xx >= 0) & (xx < res) & (yy >= 0) & (yy < res)
+        return img[np.clip(yy, 0, res - 1), np.clip(xx, 0, res - 1)] * ok[..., None]
+
+    out = ((1 - wy) * ((1 - wx) * tap(y0, x0) + wx * tap(y0, x0 + 1))
+           + wy * ((1 - wx) * tap(y0 + 1, x0) + wx * tap(y0 + 1, x0 + 1)))
+    return out.astype(np.float32)
+
+
+def rotate_scale(sample: dict, rotation_deg: float, scale_factor: float) -> dict:
+    """Rotate the crop content by `rotation_deg` (counter-clockwise on screen) about the crop
+    centre and grow the crop box by `scale_factor`; targets and camera follow (module doc)."""
+    res = _check(sample)
+    if not np.isfinite(rotation_deg) or not np.isfinite(scale_factor) or scale_factor <= 0:
+        raise ValueError(f"bad augmentation: rotation {rotation_deg!r} deg, scale {scale_factor!r}")
+    k = np.array(sample["intrinsics"], np.float64)
+    if not np.isclose(k[0], k[1], rtol=1e-6):
+        raise ValueError(f"rotation needs square pixels (fx == fy), got intrinsics {k}")
+    center = np.asarray(sample["center"], np.float64)
+    scale = float(sample["scale"])
+    new_scale = scale * scale_factor
+    old_inv = geometry.crop_affine_inverse(center, scale, res)             # old crop -> image
+    new = geometry.crop_affine(center, new_scale, res, rotation_deg)       # image -> new crop
+    crop_map = _compose(new, old_inv)                                      # old crop -> new crop
+    inv_map = _compose(geometry.crop_affine(center, scale, res),
+                       geometry.crop_affine_inverse(center, new_scale, res, rotation_deg))
+    out = dict(sample)
+    out["image"] = warp_image(sample["image"], inv_map)
+    p2 = geometry.apply_affine(crop_map, np.asarray(sample["pose2d"], np.float64))
+    out["pose2d"] = p2.astype(np.asarray(sample["pose2d"]).dtype)
+    rz = geometry.rotation_matrix(np.array([0.0, 0.0, 1.0]), -np.deg2rad(rotation_deg))
+    p3 = np.asarray(sample["pose3d"], np.float64) @ rz.T
+    out["pose3d"] = p3.astype(np.asarray(sample["pose3d"]).dtype)
+    k[2:] = center + geometry.rotation_2d(rotation_deg) @ (k[2:] - center)
+    out["intrinsics"] = k.astype(np.asarray(sample["intrinsics"]).dtype)
+    out["scale"] = np.asarray(new_scale, np.asarray(sample["scale"]).dtype)
+    inside = np.all((p2 > -0.5) & (p2 < res - 0.5), axis=-1)
+    out["visible"] = np.asarray(sample["visible"]) & inside
+    return out
+
+
+def random_augment(sample: dict, rng: np.random.Generator, *, flip_prob: float = FLIP_PROB,
+                   max_rotation_deg: float = ROTATION_DEG,
+                   scale_range: tuple[float, float] = SCALE_RANGE) -> dict:
+    """The paper's augmentation with parameters drawn from `rng`.
+
+    Adds `flipped` (bool), `rotation` (deg) and `scale_factor` to the sample.
+    """
+    do_flip = bool(rng.uniform() < flip_prob)
+    rot = float(rng.uniform(-max_rotation_deg, max_rotation_deg))
+    s = float(rng.uniform(*scale_range))
+    out = flip(sample) if do_flip else dict(sample)
+    out = rotate_scale(out, rot, s)
+    out["flipped"] = np.asarray(do_flip)
+    out["rotation"] = np.asarray(rot, np.float32)
+    out["scale_factor"] = np.asarray(s, np.float32)
+    return out

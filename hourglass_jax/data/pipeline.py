@@ -1,0 +1,270 @@
+"""grain input pipelines over `mocap_render` (or any source with the same features).
+
+* `TrainPipeline`: filter by subjects/actions, shuffle by seed (a new order every epoch),
+  augment as the paper does (augment.py), batch, shard per process. Random access:
+  `batch_at(step)` is a pure function of (seed, step, process), so a resumed run continues the
+  same order; `iterator(start_step)` streams the same batches with prefetching threads.
+* `eval_batches`: fixed order, no augmentation, the last batch padded (`mask` marks real rows).
+* `read_sequences`: whole videos in frame order (prediction and completion).
+
+Batches are dicts of numpy arrays: image (B, R, R, 3) float32 in [0, 1]; pose2d (B, 16, 2) crop
+px; pose3d (B, 16, 3) mm camera frame (absolute); pose3d_rel (B, 16, 3) mm root-relative;
+visible (B, 16) bool; intrinsics (B, 4) image px; center (B, 2) image px; scale (B,);
+root_depth (B,) mm; subject, action, camera, sequence (B,) str; subaction, frame, index (B,)
+int32 (index = record number in the split); flipped (B,) bool, rotation (B,) deg and
+scale_factor (B,) of the augmentation (False / 0 / 1 when not augmented).
+
+Sharding: with P processes of global batch G = P * B, process p's batch k holds the global
+elements p, p + P, ... of the global batch k, so the union over processes of batch k is the
+single-process batch k, whatever P is.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from typing import Iterator, Sequence
+
+import grain
+import jax
+import numpy as np
+import tensorflow_datasets as tfds
+
+from hourglass_jax.data import augment as aug
+from hourglass_jax.data import subjects as subj
+from hourglass_jax.skeleton import ROOT
+
+_FLOAT_KEYS = ("pose3d", "pose2d", "intrinsics", "center", "scale", "root_depth")
+_TEXT_KEYS = ("subject", "action", "camera", "sequence")
+_INT_KEYS = ("subaction", "frame")
+
+
+@dataclasses.dataclass(frozen=True)
+class Metadata:
+    """Per-record metadata of a split, all (N,): str arrays subject, action, camera, sequence;
+    int arrays subaction, frame."""
+
+    subject: np.ndarray
+    action: np.ndarray
+    camera: np.ndarray
+    sequence: np.ndarray
+    subaction: np.ndarray
+    frame: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.subject)
+
+
+def _text(x) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)
+
+
+_METADATA_CACHE: dict[tuple[str, str], Metadata] = {}
+
+
+def _read_metadata_uncached(source) -> Metadata:
+    skip = type(source)(dataset_info=source.dataset_info, split=source.split,
+                        decoders={"image": tfds.decode.SkipDecoding()})
+    cols = {k: [] for k in _TEXT_KEYS + _INT_KEYS}
+    n = len(skip)
+    for lo in range(0, n, 1024):
+        for rec in skip.__getitems__(list(range(lo, min(lo + 1024, n)))):
+            for k in _TEXT_KEYS:
+                cols[k].append(_text(rec[k]))
+            for k in _INT_KEYS:
+                cols[k].append(int(rec[k]))
+    return Metadata(**{k: np.asarray(v, dtype=str if k in _TEXT_KEYS else np.int32)
+                       for k, v in cols.items()})
+
+
+def read_metadata(source) -> Metadata:
+    """Metadata of every record of a tfds data source, read without decoding images (cached)."""
+    if not hasattr(source, "dataset_info"):
+        # A plain sequence of example dicts (tests, in-memory data).
+        recs = [source[i] for i in range(len(source))]
+        return Metadata(**{k: np.asarray([_text(r[k]) for r in recs], dtype=str)
+                           for k in _TEXT_KEYS},
+                        **{k: np.asarray([int(r[k]) for r in recs], np.int32)
+                           for k in _INT_KEYS})
+    key = (str(source.dataset_info.data_dir), str(source.split))
+    if key not in _METADATA_CACHE:
+        _METADATA_CACHE[key] = _read_metadata_uncached(source)
+    return _METADATA_CACHE[key]
+
+
+def select(meta: Metadata, subjects: Sequence[str] | None = None,
+           actions: Sequence[str] | None = None, cameras: Sequence[str] | None = None,
+           subactions: Sequence[int] | None = None) -> np.ndarray:
+    """Record indices (sorted) whose subject/action/camera/subaction are in the given lists.
+
+    None keeps all. Raises ValueError for names that do not exist in the dataset definition,
+    or that exist but have no record in this split (e.g. S9 asked of the train split).
+    """
+    keep = np.ones(len(meta), bool)
+    for field, wanted, valid in (("subject", subjects, subj.ALL_SUBJECTS),
+                                 ("action", actions, subj.ACTIONS),
+                                 ("camera", cameras, subj.CAMERA_NAMES + ("random",)),
+                                 ("subaction", subactions, subj.SUBACTIONS)):
+        if wanted is None:
+            continue
+        if isinstance(wanted, (str, int)):
+            wanted = [wanted]
+        wanted = list(wanted)
+        bad = [w for w in wanted if w not in valid]
+        if bad:
+            raise ValueError(f"unknown {field}(s) {bad}; valid: {', '.join(map(str, valid))}")
+        col = getattr(meta, field)
+        present = set(col.tolist())
+        absent = [w for w in wanted if w not in present]
+        if absent:
+            raise ValueError(f"{field}(s) {absent} have no records in this split; present: "
+                             f"{', '.join(map(str, sorted(present)))}")
+        keep &= np.isin(col, np.asarray(wanted, dtype=col.dtype))
+    return np.flatnonzero(keep)
+
+
+def decode(record: dict, index: int) -> dict:
+    """A tfds record -> a pipeline sample (image float32 in [0, 1], text as str, pose3d_rel)."""
+    img = np.asarray(record["image"])
+    out = {"image": img.astype(np.float32) / 255.0}
+    for k in _FLOAT_KEYS:
+        out[k] = np.asarray(record[k], np.float32)
+    out["visible"] = np.asarray(record["visible"], bool)
+    for k in _TEXT_KEYS:
+        out[k] = np.asarray(_text(record[k]))
+    for k in _INT_KEYS:
+        out[k] = np.asarray(int(record[k]), np.int32)
+    out["index"] = np.asarray(index, np.int32)
+    out["flipped"] = np.asarray(False)
+    out["rotation"] = np.asarray(0.0, np.float32)
+    out["scale_factor"] = np.asarray(1.0, np.float32)
+    return out
+
+
+def _finish(sample: dict) -> dict:
+    sample = dict(sample)
+    sample["pose3d_rel"] = sample["pose3d"] - sample["pose3d"][ROOT:ROOT + 1]
+    return sample
+
+
+class _Records:
+    """Random-access view of the selected records of a source, decoded."""
+
+    def __init__(self, source, indices: np.ndarray):
+        self._source = source
+        self._indices = np.asarray(indices, np.int64)
+
+    def __len__(self) -> int:
+        return len(self._indices)
+
+    def __getitem__(self, i: int) -> dict:
+        j = int(self._indices[i])
+        return decode(self._source[j], j)
+
+
+def stack(samples: Sequence[dict]) -> dict:
+    """Stack sample dicts into a batch dict of numpy arrays."""
+    return {k: np.stack([s[k] for s in samples]) for k in samples[0]}
+
+
+class TrainPipeline:
+    """Shuffled, augmented, batched, per-process training batches (see the module docstring).
+
+    Args:
+      source: a tfds data source of a `mocap_render` split (or a sequence of example dicts).
+      global_batch_size: G, the batch over all processes; must divide by process_count.
+      seed: shuffle and augmentation seed (same seed, same batches).
+      subjects, actions: filters (None keeps all); unknown names raise ValueError.
+      augment: apply the paper's augmentation.
+      process_index, process_count: default jax.process_index() / jax.process_count().
+    """
+
+    def __init__(self, source, *, global_batch_size: int, seed: int,
+                 subjects: Sequence[str] | None = None, actions: Sequence[str] | None = None,
+                 augment: bool = True, process_index: int | None = None,
+                 process_count: int | None = None):
+        pc = jax.process_count() if process_count is None else int(process_count)
+        pi = jax.process_index() if process_index is None else int(process_index)
+        if global_batch_size <= 0 or global_batch_size % pc:
+            raise ValueError(f"global_batch_size {global_batch_size} must be a positive "
+                             f"multiple of the process count {pc}")
+        if not 0 <= pi < pc:
+            raise ValueError(f"process_index {pi} not in [0, {pc})")
+        if not 0 <= seed < 2**31:
+            raise ValueError(f"seed must be in [0, 2**31), got {seed}")
+        self.indices = select(read_metadata(source), subjects, actions)
+        if len(self.indices) < global_batch_size:
+            raise ValueError(f"only {len(self.indices)} records selected, fewer than one "
+                             f"global batch of {global_batch_size}")
+        self.local_batch_size = global_batch_size // pc
+        self.global_batch_size = global_batch_size
+        self.steps_per_epoch = len(self.indices) // global_batch_size
+        ds = grain.MapDataset.source(_Records(source, self.indices))
+        ds = ds.shuffle(seed=seed).repeat(None)  # reshuffled every epoch
+        if augment:
+            ds = ds.random_map(lambda s, rng: aug.random_augment(s, rng), seed=seed + 1)
+        ds = ds.map(_finish)
+        ds = ds[pi::pc]
+        self.dataset: grain.MapDataset = ds.batch(self.local_batch_size, drop_remainder=True,
+                                                  batch_fn=stack)
+
+    def batch_at(self, step: int) -> dict:
+        """This process's batch number `step` (0-based; pure function of seed and step)."""
+        if step < 0:
+            raise ValueError(f"step must be >= 0, got {step}")
+        return self.dataset[int(step)]
+
+    def iterator(self, start_step: int = 0, num_threads: int = 2,
+                 prefetch: int = 4) -> Iterator[dict]:
+        """Batches start_step, start_step + 1, ... forever, decoded in `num_threads` threads."""
+        if num_threads <= 0:
+            return (self.batch_at(s) for s in itertools.count(start_step))
+        ds = self.dataset[int(start_step):]
+        opts = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
+        return iter(ds.to_iter_dataset(opts))
+
+
+def eval_batches(source, batch_size: int, subjects: Sequence[str] | None = None,
+                 actions: Sequence[str] | None = None) -> Iterator[dict]:
+    """Every selected record once, in record order, no augmentation. The last batch is padded
+    by repeating its last row; `mask` (B,) bool is False on padding rows."""
+    idx = select(read_metadata(source), subjects, actions)
+    recs = _Records(source, idx)
+    for lo in range(0, len(idx), batch_size):
+        rows = list(range(lo, min(lo + batch_size, len(idx))))
+        n = len(rows)
+        rows += [rows[-1]] * (batch_size - n)
+        b = stack([_finish(recs[i]) for i in rows])
+        b["mask"] = np.arange(batch_size) < n
+        yield b
+
+
+def sequence_ids(source, subjects: Sequence[str] | None = None,
+                 actions: Sequence[str] | None = None,
+                 cameras: Sequence[str] | None = None) -> list[str]:
+    """Sorted ids ("subject/action/subaction/camera") of the selected videos."""
+    meta = read_metadata(source)
+    idx = select(meta, subjects, actions, cameras)
+    return sorted(set(meta.sequence[idx].tolist()))
+
+
+def read_sequences(source, subjects: Sequence[str] | None = None,
+                   actions: Sequence[str] | None = None,
+                   cameras: Sequence[str] | None = None) -> Iterator[tuple[str, dict]]:
+    """Whole videos in frame order: yields (sequence id, batch dict with F rows, frame 0..F-1).
+
+    Raises ValueError if a video has a missing or duplicated frame.
+    """
+    meta = read_metadata(source)
+    idx = select(meta, subjects, actions, cameras)
+    by_seq: dict[str, list[int]] = {}
+    for i in idx:
+        by_seq.setdefault(str(meta.sequence[i]), []).append(int(i))
+    for seq in sorted(by_seq):
+        rows = sorted(by_seq[seq], key=lambda i: meta.frame[i])
+        frames = meta.frame[rows]
+        if not np.array_equal(frames, np.arange(len(rows))):
+            raise ValueError(f"sequence {seq}: frames are not 0..{len(rows) - 1} "
+                             f"(got {frames[:10].tolist()}...)")
+        recs = source.__getitems__(rows) if hasattr(source, "__getitems__") else \
+            [source[i] for i in rows]
+        yield seq, stack([_finish(decode(r, i)) for r, i in zip(recs, rows)])

@@ -1,0 +1,220 @@
+"""grain pipelines and the paper's augmentation on the `tiny` embedded dataset."""
+import numpy as np
+import pytest
+
+from hourglass_jax import geometry
+from hourglass_jax.data import augment, mocap_render as mr, pipeline as pl, render, subjects
+from hourglass_jax.skeleton import FLIP_PERMUTATION, ROOT, bone_lengths
+
+RES = 32  # tiny config
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    return mr.load("tiny", mr.cached_data_dir("tiny"), build=False)
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def _closed_form_pose2d(s):
+    """Crop px of the 3D pose through the sample's camera and crop box (float64, by hand)."""
+    p = np.asarray(s["pose3d"], np.float64)
+    fx, fy, cx, cy = np.asarray(s["intrinsics"], np.float64)
+    u, v = fx * p[:, 0] / p[:, 2] + cx, fy * p[:, 1] / p[:, 2] + cy
+    res = s["image"].shape[0]
+    k = res / (200.0 * float(s["scale"]))
+    return np.stack([k * (u - s["center"][0]), k * (v - s["center"][1])], -1) + (res - 1) / 2
+
+
+def test_same_seed_same_batches_and_resume(tiny):
+    a = pl.TrainPipeline(tiny["train"], global_batch_size=8, seed=7)
+    b = pl.TrainPipeline(tiny["train"], global_batch_size=8, seed=7)
+    c = pl.TrainPipeline(tiny["train"], global_batch_size=8, seed=8)
+    for step in (0, 3, 50):  # 50 is past the first epoch (45 steps)
+        assert _same(a.batch_at(step), b.batch_at(step))
+    assert not np.array_equal(a.batch_at(0)["index"], c.batch_at(0)["index"])
+    it = a.iterator(start_step=4, num_threads=2)  # a resumed run, read by threads
+    for step in (4, 5, 6):
+        assert _same(next(it), a.batch_at(step))
+
+
+def test_batch_layout_and_epochs(tiny):
+    p = pl.TrainPipeline(tiny["train"], global_batch_size=8, seed=1)
+    b = p.batch_at(0)
+    assert b["image"].shape == (8, RES, RES, 3) and b["image"].dtype == np.float32
+    assert 0.0 <= b["image"].min() and b["image"].max() <= 1.0
+    assert b["pose2d"].shape == (8, 16, 2) and b["pose3d"].shape == (8, 16, 3)
+    assert b["visible"].shape == (8, 16) and b["visible"].dtype == bool
+    assert b["intrinsics"].shape == (8, 4) and b["center"].shape == (8, 2)
+    assert b["scale"].shape == b["root_depth"].shape == (8,)
+    np.testing.assert_allclose(b["pose3d_rel"], b["pose3d"] - b["pose3d"][:, ROOT:ROOT + 1])
+    assert b["subject"].dtype.kind == "U"
+    # One epoch visits each record at most once; the next epoch has another order.
+    n = p.steps_per_epoch
+    ep0 = np.concatenate([p.batch_at(s)["index"] for s in range(n)])
+    ep1 = np.concatenate([p.batch_at(s)["index"] for s in range(n, 2 * n)])
+    assert len(set(ep0.tolist())) == len(ep0) == n * 8
+    assert not np.array_equal(ep0, ep1)
+
+
+def test_process_shards_partition_the_global_batch(tiny):
+    """Process p of P gets rows p, p + P, ... of the single-process global batch, bit for bit
+    (augmentation included)."""
+    single = pl.TrainPipeline(tiny["train"], global_batch_size=8, seed=3, process_index=0,
+                              process_count=1)
+    shards = [pl.TrainPipeline(tiny["train"], global_batch_size=8, seed=3, process_index=p,
+                               process_count=2) for p in range(2)]
+    for step in (0, 9):
+        g = single.batch_at(step)
+        for p, sh in enumerate(shards):
+            local = sh.batch_at(step)
+            assert local["image"].shape[0] == 4
+            assert _same(local, {k: v[p::2] for k, v in g.items()})
+    with pytest.raises(ValueError, match="multiple of the process count"):
+        pl.TrainPipeline(tiny["train"], global_batch_size=7, seed=0, process_index=0,
+                         process_count=2)
+
+
+def test_filters_and_bad_names(tiny):
+    p = pl.TrainPipeline(tiny["train"], global_batch_size=4, seed=0, subjects=["S1", "S6"],
+                         actions=["walk"])
+    for s in range(p.steps_per_epoch):
+        b = p.batch_at(s)
+        assert set(b["subject"]) <= {"S1", "S6"} and set(b["action"]) == {"walk"}
+    assert len(p.indices) == 2 * 1 * 2 * 4 * 3  # subjects x actions x subactions x cams x frames
+    with pytest.raises(ValueError, match="unknown subject.*valid.*S1, S5"):
+        pl.TrainPipeline(tiny["train"], global_batch_size=4, seed=0, subjects=["S2"])
+    with pytest.raises(ValueError, match="unknown action.*valid.*walk"):
+        pl.TrainPipeline(tiny["train"], global_batch_size=4, seed=0, actions=["swim"])
+    with pytest.raises(ValueError, match="no records in this split"):
+        pl.TrainPipeline(tiny["train"], global_batch_size=4, seed=0, subjects=["S9"])
+
+
+def test_sequences_come_whole_and_in_frame_order(tiny):
+    seqs = list(pl.read_sequences(tiny["validation"], subjects=["S11"]))
+    assert len(seqs) == len(mr.CONFIGS[2].actions) * 2 * 4
+    for seq, v in seqs:
+        np.testing.assert_array_equal(v["frame"], np.arange(3))
+        assert set(v["sequence"]) == {seq} and set(v["subject"]) == {"S11"}
+        rec = tiny["validation"][int(v["index"][1])]
+        np.testing.assert_array_equal(v["image"][1], rec["image"] / np.float32(255))
+    rows = [b for b in pl.eval_batches(tiny["validation"], 10)]
+    idx = np.concatenate([b["index"][b["mask"]] for b in rows])
+    np.testing.assert_array_equal(np.sort(idx), np.arange(len(tiny["validation"])))
+    assert rows[-1]["mask"].sum() == len(tiny["validation"]) % 10 or rows[-1]["mask"].all()
+
+
+def _sample(tiny, i=0):
+    return pl.decode(tiny["train"][i], i)
+
+
+def test_flip_twice_is_identity(tiny):
+    for i in (0, 17, 101):
+        s = _sample(tiny, i)
+        f = augment.flip(s)
+        assert not np.array_equal(f["image"], s["image"])
+        np.testing.assert_array_equal(f["visible"], s["visible"][FLIP_PERMUTATION])
+        ff = augment.flip(f)
+        assert ff.keys() == s.keys()
+        for k in s:
+            if s[k].dtype.kind == "f":  # cx goes through 2 * center_x - cx twice: float round-off
+                np.testing.assert_allclose(ff[k], s[k], rtol=1e-6, atol=1e-4, err_msg=k)
+            else:
+                np.testing.assert_array_equal(ff[k], s[k], err_msg=k)
+
+
+def test_augmented_targets_stay_a_consistent_pinhole_view(tiny):
+    """After flip/rotation/scale: projecting pose3d with the new intrinsics into the new crop
+    gives pose2d; bones, depths and the root depth are unchanged; the flip mirrors x."""
+    rng = np.random.default_rng(0)
+    for i in range(0, 300, 23):
+        s = _sample(tiny, i)
+        a = augment.random_augment(s, rng)
+        np.testing.assert_allclose(_closed_form_pose2d(a), a["pose2d"], atol=2e-3)
+        np.testing.assert_allclose(bone_lengths(a["pose3d"]), bone_lengths(s["pose3d"]),
+                                   rtol=1e-5)
+        z = s["pose3d"][:, 2]
+        np.testing.assert_allclose(a["pose3d"][:, 2], z[FLIP_PERMUTATION] if a["flipped"] else z,
+                                   rtol=1e-6)
+        assert a["root_depth"] == s["root_depth"]
+        assert a["scale"] == pytest.approx(s["scale"] * a["scale_factor"], rel=1e-6)
+        # Rotation of the 2D target about the crop centre by the drawn angle (by hand).
+        c0 = (RES - 1) / 2
+        p = np.asarray(s["pose2d"], np.float64)
+        if a["flipped"]:
+            p = np.stack([(RES - 1) - p[:, 0], p[:, 1]], -1)[FLIP_PERMUTATION]
+        th = np.deg2rad(float(a["rotation"]))
+        rot = np.array([[np.cos(th), np.sin(th)], [-np.sin(th), np.cos(th)]])
+        expect = (p - c0) @ rot.T / float(a["scale_factor"]) + c0
+        np.testing.assert_allclose(a["pose2d"], expect, atol=2e-3)
+
+
+def _part_masks_sample(res=64):
+    """A rendered person whose image channels are the masks of three body parts, with targets
+    computed by hand (no dataset code)."""
+    pose = subjects.sequence_motion("S6", "punch", 1, 10.0)[4]
+    cam = pose[ROOT] + np.array([3500.0, 400.0, 2000.0])
+    r, t = geometry.look_at_camera(cam, pose[ROOT], np.array([0.0, 1, 0]))
+    joints = (pose @ r.T + t).astype(np.float64)
+    k = np.array([1145.0, 1145.0, 500.0, 500.0])
+    uv = joints[:, :2] / joints[:, 2:] * k[:2] + k[2:]
+    center = 0.5 * (uv.min(0) + uv.max(0))
+    scale = 1.3 * np.max(uv.max(0) - uv.min(0)) / 200.0
+    sc = res / (200 * scale)
+    kc = np.array([sc * k[0], sc * k[1], *(sc * (k[2:] - center) + (res - 1) / 2)])
+    radii, colors, hair = subjects.appearance_arrays("S6")
+    f = lambda x: np.asarray(x, np.float32)[None]  # noqa: E731
+    out = render.render_batch(
+        joints[None], kc[None], render.Appearance(f(radii), f(colors), f(hair)),
+        render.Scene(f(r), f(t), f([0, -0.6, -0.8]), f(np.full(render.BG_PARAMS, 0.5))),
+        render.Occluders(np.zeros((1, 1, 2, 3), np.float32), np.zeros((1, 1), np.float32),
+                         np.zeros((1, 1, 3), np.float32)), res)
+    part = np.asarray(out.part[0])
+    parts = ("r_forearm", "l_thigh", "r_upper_arm")
+    image = np.stack([part == render.PART_INDEX[n] for n in parts], -1).astype(np.float32)
+    sample = {"image": image, "pose3d": joints.astype(np.float32),
+              "pose2d": (sc * (uv - center) + (res - 1) / 2).astype(np.float32),
+              "visible": np.ones(16, bool), "intrinsics": k.astype(np.float32),
+              "center": center.astype(np.float32), "scale": np.float32(scale)}
+    return sample, parts
+
+
+def _centroid(mask):
+    v, u = np.mgrid[0:mask.shape[0], 0:mask.shape[1]]
+    w = mask.sum()
+    return np.array([(u * mask).sum() / w, (v * mask).sum() / w])
+
+
+@pytest.mark.parametrize("flip,rot,scale", [(False, 25.0, 1.2), (True, -30.0, 1.1),
+                                            (True, 10.0, 0.9), (False, 0.0, 1.25)])
+def test_rendered_limbs_move_with_their_joints(flip, rot, scale):
+    """Each uniquely labelled limb's pixels move by the same crop map as its joints' 2D
+    targets (mirrored, with left/right labels swapped, on flip). The map is written by hand."""
+    s, parts = _part_masks_sample()
+    a = augment.flip(s) if flip else dict(s)
+    a = augment.rotate_scale(a, rot, scale)
+    th = np.deg2rad(rot)
+    lin = np.array([[np.cos(th), np.sin(th)], [-np.sin(th), np.cos(th)]]) / scale
+    c0 = (64 - 1) / 2
+
+    def crop_map(p):
+        p = np.array(p, np.float64)
+        if flip:
+            p[..., 0] = (64 - 1) - p[..., 0]
+        return (p - c0) @ lin.T + c0
+
+    for ch, name in enumerate(parts):
+        ja, jb = next(p for p in render.BODY_PARTS if p[0] == name)[1:3]
+        mask0, mask1 = s["image"][..., ch], a["image"][..., ch]
+        assert mask0.sum() > 10, name
+        mid0 = 0.5 * (s["pose2d"][ja] + s["pose2d"][jb])
+        assert np.linalg.norm(_centroid(mask0) - mid0) < 3.0, name  # limb drawn at its joints
+        np.testing.assert_allclose(_centroid(mask1), crop_map(_centroid(mask0)), atol=0.35,
+                                   err_msg=name)
+        fa, fb = (FLIP_PERMUTATION[ja], FLIP_PERMUTATION[jb]) if flip else (ja, jb)
+        mid1 = 0.5 * (a["pose2d"][fa] + a["pose2d"][fb])
+        np.testing.assert_allclose(mid1, crop_map(mid0), atol=1e-3, err_msg=name)
+        # Area scales by 1 / scale^2 (nothing left the crop).
+        assert abs(mask1.sum() * scale**2 - mask0.sum()) < 0.1 * mask0.sum(), name
