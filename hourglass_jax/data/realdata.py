@@ -1,0 +1,191 @@
+"""What the manual-download builders (h36m, mpi_inf_3dhp, mpii) share.
+
+They turn a user's copy of a licence-restricted dataset into the same examples as the embedded
+default `mocap_render` (same feature names, shapes and units), so every protocol runs on them
+unchanged:
+
+  image (R, R, 3) uint8 PNG, the Newell crop of the frame; pose3d (16, 3) float32 mm camera frame
+  (absolute); pose2d (16, 2) float32 crop px; visible (16,) bool; intrinsics (4,) float32
+  [fx, fy, cx, cy] px of the full frame; center (2,) float32 frame px; scale float32 (box side /
+  200 px); root_depth float32 mm; subject, action, camera, sequence (text); subaction, frame (int32).
+
+Builders add `has_pose3d` (bool): False only for MPII, whose pose3d, intrinsics and root_depth are
+zeros (MPII has 2D labels only).
+
+Also here: crop extraction from a full frame, the layout error type, and `require_prepared`, which
+the experiment stages call before reading a real dataset.
+"""
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+
+import numpy as np
+import tensorflow_datasets as tfds
+from PIL import Image
+
+from hourglass_jax import geometry
+from hourglass_jax.skeleton import NUM_JOINTS, ROOT
+
+CROP_MARGIN = 1.3  # box side / larger side of the joints' bounding box, as mocap_render uses
+
+# The names experiment configs use in `data.dataset`, and the module that builds each.
+REAL_DATASETS: dict[str, str] = {
+    "h36m": "hourglass_jax.data.h36m",
+    "mpi_inf_3dhp": "hourglass_jax.data.mpi_inf_3dhp",
+    "mpii": "hourglass_jax.data.mpii",
+}
+
+
+class LayoutError(ValueError):
+    """A dataset directory does not hold the files or arrays a builder expects (says which)."""
+
+
+@dataclasses.dataclass(eq=False)
+class RealConfig(tfds.core.BuilderConfig):
+    """Crop size of a real-dataset build: `res` px square crops (64 small, 256 full)."""
+
+    res: int = 64
+
+
+def features(res: int) -> tfds.features.FeaturesDict:
+    """The shared feature schema (module docstring) for crops of `res` px."""
+    f = tfds.features
+    return f.FeaturesDict({
+        "image": f.Image(shape=(res, res, 3), encoding_format="png"),
+        "pose3d": f.Tensor(shape=(NUM_JOINTS, 3), dtype=np.float32),
+        "pose2d": f.Tensor(shape=(NUM_JOINTS, 2), dtype=np.float32),
+        "visible": f.Tensor(shape=(NUM_JOINTS,), dtype=np.bool_),
+        "intrinsics": f.Tensor(shape=(4,), dtype=np.float32),
+        "center": f.Tensor(shape=(2,), dtype=np.float32),
+        "scale": f.Scalar(dtype=np.float32),
+        "root_depth": f.Scalar(dtype=np.float32),
+        "subject": f.Text(),
+        "action": f.Text(),
+        "subaction": f.Scalar(dtype=np.int32),
+        "camera": f.Text(),
+        "sequence": f.Text(),
+        "frame": f.Scalar(dtype=np.int32),
+        "has_pose3d": f.Scalar(dtype=np.bool_),
+    })
+
+
+def require_file(path: str | os.PathLike, what: str) -> str:
+    """`path` as str if it is a file; else LayoutError naming what was expected there."""
+    p = os.fspath(path)
+    if not os.path.isfile(p):
+        raise LayoutError(f"missing {what}: expected a file at {p}")
+    return p
+
+
+def require_dir(path: str | os.PathLike, what: str) -> str:
+    p = os.fspath(path)
+    if not os.path.isdir(p):
+        raise LayoutError(f"missing {what}: expected a directory at {p}")
+    return p
+
+
+def crop_box(uv: np.ndarray, margin: float = CROP_MARGIN) -> tuple[np.ndarray, np.ndarray]:
+    """Newell box around 2D joints: (..., J, 2) px -> center (..., 2) px, scale (...,).
+
+    The box is centred on the joints' bounding box, side `margin` x its larger side.
+    """
+    lo, hi = uv.min(axis=-2), uv.max(axis=-2)
+    side = np.max(hi - lo, axis=-1) * margin
+    return 0.5 * (lo + hi), np.maximum(side, 1.0) / geometry.BOX_PX_PER_SCALE
+
+
+def crop_image(frame: np.ndarray, center, scale: float, res: int) -> np.ndarray:
+    """The Newell box of `frame` resampled to (res, res, 3) uint8 (antialiased; black outside).
+
+    Uses geometry's convention (pixel centres at integers, box edge to crop edge), so image px
+    `uv` land at `geometry.image_to_crop(uv, center, scale, res)`.
+
+    Args:
+      frame: (H, W, 3) uint8 full frame.
+      center: (2,) box centre, frame px. scale: box side / 200 px. res: crop side px.
+    """
+    frame = np.asarray(frame)
+    if frame.ndim != 3 or frame.shape[2] != 3:
+        raise ValueError(f"frame must be (H, W, 3), got shape {frame.shape}")
+    half = 0.5 * geometry.BOX_PX_PER_SCALE * float(scale)
+    cx, cy = float(center[0]), float(center[1])
+    # Box edges in PIL's edge coordinates (pixel k spans [k, k + 1) there, so add 0.5).
+    x0, y0, x1, y1 = cx - half + 0.5, cy - half + 0.5, cx + half + 0.5, cy + half + 0.5
+    h, w = frame.shape[:2]
+    pad_l = int(max(0, np.ceil(-x0)))
+    pad_t = int(max(0, np.ceil(-y0)))
+    pad_r = int(max(0, np.ceil(x1 - w)))
+    pad_b = int(max(0, np.ceil(y1 - h)))
+    if pad_l or pad_t or pad_r or pad_b:
+        frame = np.pad(frame, ((pad_t, pad_b), (pad_l, pad_r), (0, 0)))
+    img = Image.fromarray(frame)
+    out = img.resize((res, res), Image.Resampling.BILINEAR,
+                     box=(x0 + pad_l, y0 + pad_t, x1 + pad_l, y1 + pad_t))
+    return np.asarray(out, np.uint8)
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def make_example(frame: np.ndarray, pose3d: np.ndarray | None, pose2d_img: np.ndarray,
+                 intrinsics: np.ndarray | None, res: int, *, subject: str, action: str,
+                 subaction: int, camera: str, frame_index: int, visible: np.ndarray | None = None,
+                 center: np.ndarray | None = None, scale: float | None = None) -> dict:
+    """One example in the shared schema.
+
+    Args:
+      frame: (H, W, 3) uint8 full frame.
+      pose3d: (16, 3) mm camera frame, or None (2D-only data: stored as zeros, has_pose3d False).
+      pose2d_img: (16, 2) frame px (for 3D data: the projection of pose3d).
+      intrinsics: (4,) [fx, fy, cx, cy] px, or None with pose3d None.
+      res: crop side px.
+      visible: (16,) bool, default all True.
+      center, scale: the crop; default: `crop_box(pose2d_img)`.
+    """
+    p2 = np.asarray(pose2d_img, np.float64)
+    if center is None or scale is None:
+        center, scale = crop_box(p2)
+    center = np.asarray(center, np.float64)
+    has3d = pose3d is not None
+    p3 = np.zeros((NUM_JOINTS, 3)) if pose3d is None else np.asarray(pose3d, np.float64)
+    k = np.zeros(4) if intrinsics is None else np.asarray(intrinsics, np.float64)
+    vis = np.ones(NUM_JOINTS, bool) if visible is None else np.asarray(visible, bool)
+    return {
+        "image": encode_png(crop_image(frame, center, float(scale), res)),
+        "pose3d": p3.astype(np.float32),
+        "pose2d": geometry.image_to_crop(p2, center, float(scale), res).astype(np.float32),
+        "visible": vis,
+        "intrinsics": k.astype(np.float32),
+        "center": center.astype(np.float32),
+        "scale": np.float32(scale),
+        "root_depth": np.float32(p3[ROOT, 2]),
+        "subject": subject, "action": action, "subaction": int(subaction),
+        "camera": camera, "sequence": f"{subject}/{action}/{subaction}/{camera}",
+        "frame": int(frame_index), "has_pose3d": has3d,
+    }
+
+
+def require_prepared(dataset: str, data_dir: str | os.PathLike | None,
+                     builder_config: str = "small") -> None:
+    """Raise ValueError, saying how to prepare it, unless `dataset`/`builder_config` is built.
+
+    Args:
+      dataset: "h36m", "mpi_inf_3dhp" or "mpii" (REAL_DATASETS); other names (the embedded
+        default) are not checked here.
+      data_dir: the TFDS data directory the experiment reads.
+      builder_config: "small" or "full".
+    """
+    if dataset not in REAL_DATASETS:
+        return
+    import importlib
+    mod = importlib.import_module(REAL_DATASETS[dataset])
+    b = mod.builder(builder_config, data_dir)
+    if not b.is_prepared():
+        raise ValueError(
+            f"dataset {dataset}/{builder_config} is not prepared in {b.data_dir!r}. It is a manual "
+            f"download: {mod.PREPARE_HINT} (see docs/datasets.md)")

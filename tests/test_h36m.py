@@ -1,0 +1,206 @@
+"""h36m builder on fixtures in the release's formats: CDF poses (cdflib) + mp4 videos, and the
+preprocessed annot h5 + extracted frames."""
+from __future__ import annotations
+
+import os
+
+import h5py
+import numpy as np
+import pytest
+from PIL import Image
+
+from hourglass_jax.data import h36m, realdata
+from hourglass_jax.skeleton import H36M_32_TO_17
+import helpers_realdata as hr
+
+N_FRAMES = 11  # at 50 fps; step 5 keeps frames 0, 5, 10
+RES = 64
+# H36M-32 slots used below (the release's joint numbering).
+R_ANKLE32, HEAD32, L_SH32, R_SH32, PELVIS32, L_WRIST32 = 3, 15, 17, 25, 0, 19
+
+
+def _pose32(rng: np.random.Generator, n: int) -> np.ndarray:
+    """(n, 32, 3) mm camera frame: a person walking right at 4.5 m, 150 mm per frame (so that a
+    crop of the wrong frame shows its markers elsewhere)."""
+    out = rng.normal(0, 300, (n, 32, 3)) + np.array([0, 0, 4500.0])
+    for i in range(n):
+        p = hr.person_mpii16(rng, np.array([-700.0 + 150 * i, 100.0, 4500.0]))
+        j17 = [p[6], p[2], p[1], p[0], p[3], p[4], p[5], 0.5 * (p[6] + p[7]), p[8],
+               p[8] + [0, -100, -80], p[9], p[13], p[14], p[15], p[12], p[11], p[10]]
+        out[i, list(H36M_32_TO_17)] = j17
+    return out
+
+
+def _project(p: np.ndarray, cam: str) -> np.ndarray:
+    fx, fy, cx, cy = h36m.CAMERA_INTRINSICS[cam]
+    return np.stack([fx * p[..., 0] / p[..., 2] + cx, fy * p[..., 1] / p[..., 2] + cy], -1)
+
+
+def _mpii_markers_uv(p32: np.ndarray, cam: str) -> np.ndarray:
+    """Frame px of the MPII-16 joints that carry markers (head top, right ankle, left wrist)."""
+    uv = np.zeros((16, 2))
+    uv[9] = _project(p32[HEAD32], cam)
+    uv[0] = _project(p32[R_ANKLE32], cam)
+    uv[15] = _project(p32[L_WRIST32], cam)
+    return uv
+
+
+def _write_cdf(path: str, pose: np.ndarray) -> None:
+    from cdflib import cdfwrite
+    c = cdfwrite.CDF(path, cdf_spec={"Majority": "Row_major"}, delete=True)
+    data = pose.reshape(1, pose.shape[-3] if pose.ndim == 3 else pose.shape[1], -1)
+    c.write_var({"Variable": "Pose", "Data_Type": cdfwrite.CDF.CDF_DOUBLE, "Num_Elements": 1,
+                 "Rec_Vary": True, "Dim_Sizes": list(data.shape[1:])}, var_attrs={},
+                var_data=data)
+    c.close()
+
+
+def _write_take(root: str, subject: str, base: str, cam: str, p32: np.ndarray | None,
+                video: bool = True) -> None:
+    pose_dir = os.path.join(root, subject, "MyPoseFeatures", "D3_Positions_mono")
+    os.makedirs(pose_dir, exist_ok=True)
+    os.makedirs(os.path.join(root, subject, "Videos"), exist_ok=True)
+    _write_cdf(os.path.join(pose_dir, f"{base}.{cam}.cdf"), p32)
+    if video:
+        frames = np.stack([hr.draw_frame(1000, 1000, _mpii_markers_uv(p, cam)) for p in p32])
+        hr.write_video(os.path.join(root, subject, "Videos", f"{base}.{cam}.mp4"), frames, 50)
+
+
+TAKES = (("S1", "Walking", "55011271"), ("S1", "Walking 1", "55011271"),
+         ("S1", "TakingPhoto 1", "58860488"), ("S11", "Directions 1", "60457274"))
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("h36m_release"))
+    rng = np.random.default_rng(0)
+    poses = {}
+    for s, base, cam in TAKES:
+        poses[(s, base, cam)] = _pose32(rng, N_FRAMES)
+        _write_take(root, s, base, cam, poses[(s, base, cam)])
+    # The release's broken S11 Directions video of camera 54138969: poses but no usable video.
+    _write_take(root, "S11", "Directions", "54138969", _pose32(rng, N_FRAMES), video=False)
+    return root, poses
+
+
+@pytest.fixture(scope="module")
+def built(release, tmp_path_factory):
+    root, poses = release
+    cfg = h36m.H36MConfig(name="fixture", res=RES, train_subjects=("S1",),
+                          validation_subjects=("S11",))
+    b = h36m.prepare(root, cfg, tmp_path_factory.mktemp("tfds"))
+    src = b.as_data_source()
+    return {k: [src[k][i] for i in range(len(src[k]))] for k in ("train", "validation")}, poses
+
+
+def _text(x) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)
+
+
+def test_splits_actions_subactions_and_frame_subsampling(built):
+    recs, _ = built
+    seen = {(_text(r["subject"]), _text(r["action"]), int(r["subaction"]), _text(r["camera"]),
+             int(r["frame"])) for r in recs["train"]}
+    want = {("S1", "Walking", sub, "55011271", f) for sub in (1, 2) for f in range(3)}
+    want |= {("S1", "Photo", 1, "58860488", f) for f in range(3)}
+    assert seen == want and len(recs["train"]) == 9
+    # S11: the broken "Directions" video of camera 54138969 is skipped; it still counts as take 1,
+    # so "Directions 1" is subaction 2.
+    assert {(_text(r["subject"]), _text(r["sequence"])) for r in recs["validation"]} == {
+        ("S11", "S11/Directions/2/60457274")}
+    assert sorted(int(r["frame"]) for r in recs["validation"]) == [0, 1, 2]
+    for r in recs["train"] + recs["validation"]:
+        assert bool(r["has_pose3d"]) and r["image"].shape == (RES, RES, 3)
+
+
+def test_joints_cameras_and_crops_match_the_release(built):
+    recs, poses = built
+    base_of = {("S1", "Walking", 1): "Walking", ("S1", "Walking", 2): "Walking 1",
+               ("S1", "Photo", 1): "TakingPhoto 1", ("S11", "Directions", 2): "Directions 1"}
+    for r in recs["train"] + recs["validation"]:
+        s, cam = _text(r["subject"]), _text(r["camera"])
+        p32 = poses[(s, base_of[(s, _text(r["action"]), int(r["subaction"]))], cam)]
+        src = p32[5 * int(r["frame"])]  # 10 fps frame k is 50 fps frame 5k
+        p3 = r["pose3d"].astype(np.float64)
+        np.testing.assert_allclose(p3[0], src[R_ANKLE32], atol=1e-3)
+        np.testing.assert_allclose(p3[9], src[HEAD32], atol=1e-3)
+        np.testing.assert_allclose(p3[6], src[PELVIS32], atol=1e-3)
+        np.testing.assert_allclose(p3[7], 0.5 * (src[L_SH32] + src[R_SH32]), atol=1e-3)
+        np.testing.assert_allclose(r["root_depth"], src[PELVIS32, 2], atol=1e-3)
+        np.testing.assert_allclose(r["intrinsics"], h36m.CAMERA_INTRINSICS[cam], rtol=1e-6)
+        # Projection of the 3D pose, mapped into the crop by hand, is the stored 2D pose.
+        uv = _project(p3, cam)
+        crop = (uv - r["center"]) * RES / (200.0 * r["scale"]) + (RES - 1) / 2
+        np.testing.assert_allclose(r["pose2d"], crop, atol=2e-3)
+        # The crop shows this frame's markers where pose2d says (a wrong frame would not).
+        assert hr.crop_has_markers(r["image"], r["pose2d"]), (s, cam, int(r["frame"]))
+
+
+def test_missing_video_wrong_cdf_and_truncated_video_are_clear_errors(release, tmp_path):
+    root, poses = release
+    take = ("S1", "Walking", "55011271")
+    p32 = poses[take]
+    # Missing video: the error names the expected path.
+    _write_take(str(tmp_path), *take, p32, video=False)
+    with pytest.raises(realdata.LayoutError, match=r"Videos/Walking\.55011271\.mp4"):
+        h36m.scan_original(str(tmp_path), ("S1",))
+    # A subject directory that is absent.
+    with pytest.raises(realdata.LayoutError, match=r"S5/MyPoseFeatures/D3_Positions_mono"):
+        h36m.scan_original(str(tmp_path), ("S5",))
+    # Wrong layout: a CDF whose Pose is not 32 x 3 per frame.
+    bad = str(tmp_path / "bad.cdf")
+    _write_cdf(bad, np.zeros((1, 4, 90)))
+    with pytest.raises(realdata.LayoutError, match=r"\(1, N, 96\)"):
+        h36m.read_cdf_poses(bad)
+    # Not a CDF at all.
+    junk = tmp_path / "junk.cdf"
+    junk.write_bytes(b"not a cdf")
+    with pytest.raises(realdata.LayoutError, match="Pose"):
+        h36m.read_cdf_poses(str(junk))
+    # A video with fewer frames than its poses.
+    vid = tmp_path / "short.mp4"
+    hr.write_video(str(vid), np.zeros((3, 16, 16, 3), np.uint8), 50)
+    t = h36m.Take("S1", "Walking", "Walking", 1, "55011271",
+                  os.path.join(root, "S1/MyPoseFeatures/D3_Positions_mono/Walking.55011271.cdf"),
+                  str(vid))
+    with pytest.raises(realdata.LayoutError, match=r"truncated.*3 decodable frames.*11"):
+        list(h36m.original_examples(t, RES, 5))
+    # Neither layout.
+    with pytest.raises(realdata.LayoutError, match="neither Human3.6M layout"):
+        h36m.detect_layout(str(tmp_path / "empty"))
+
+
+def test_preprocessed_layout(tmp_path):
+    rng = np.random.default_rng(1)
+    cam = "54138969"
+    names, S, part, center, scale = [], [], [], [], []
+    os.makedirs(tmp_path / "images")
+    os.makedirs(tmp_path / "annot")
+    p32 = _pose32(rng, 2)
+    for i, p in enumerate(p32):
+        name = f"S9_Walking_1.{cam}_{5 * i + 1:06d}.jpg"
+        j17 = p[list(H36M_32_TO_17)]
+        uv = _project(j17, cam)
+        Image.fromarray(hr.draw_frame(1002, 1000, _mpii_markers_uv(p, cam))).save(
+            tmp_path / "images" / name, quality=98)
+        names.append(name.encode())
+        S.append(j17)
+        part.append(uv)
+        center.append(uv.mean(0))
+        scale.append(3.0)
+    for split in ("train", "valid"):
+        with h5py.File(tmp_path / "annot" / f"{split}.h5", "w") as f:
+            f["S"], f["part"], f["center"] = np.array(S), np.array(part), np.array(center)
+            f["scale"], f["imgname"] = np.array(scale), np.array(names)
+    ex = list(h36m.preprocessed_examples(str(tmp_path), "validation", ("S9",), RES))
+    assert [k for k, _ in ex] == [f"S9/Walking/1/{cam}/{i:05d}" for i in range(2)]
+    for i, (_, e) in enumerate(ex):
+        np.testing.assert_allclose(e["pose3d"][9], p32[i, HEAD32], atol=1e-3)
+        np.testing.assert_allclose(e["center"], center[i], atol=1e-3)
+        img = np.asarray(Image.open(__import__("io").BytesIO(e["image"])))
+        assert hr.crop_has_markers(img, e["pose2d"])
+    with h5py.File(tmp_path / "annot" / "valid.h5", "a") as f:
+        del f["S"]
+        f["S"] = np.zeros((2, 16, 3))
+    with pytest.raises(realdata.LayoutError, match=r"S has shape \(2, 16, 3\), expected \(2, 17, 3\)"):
+        list(h36m.preprocessed_examples(str(tmp_path), "validation", ("S9",), RES))
