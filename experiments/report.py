@@ -320,7 +320,7 @@ def _format_table4(t4: Mapping[str, Any]) -> str:
 
 
 def _frame_title(d: Mapping[str, np.ndarray], i: int, reason: str) -> str:
-    parts = [str(d[k][i]) for k in ("subject", "action") if k in d]
+    parts = [str(np.asarray(d[k][i]).astype(str)) for k in ("subject", "action") if k in d]
     if "frame_index" in d:
         parts.append(f"f{int(d['frame_index'][i])}")
     return " ".join(parts) + "\n" + reason
@@ -459,8 +459,160 @@ def training_curve_figures(workdir: str, out_dir: str) -> dict[str, str]:
 # One work directory
 
 
+class _Report:
+    """Accumulates the markdown lines, the JSON content and the notes of one report."""
+
+    def __init__(self, workdir: str, out_dir: str, config: Mapping[str, Any]):
+        self.workdir, self.out_dir, self.config = workdir, out_dir, config
+        self.md: list[str] = []
+        self.notes: list[str] = []
+        self.json: dict[str, Any] = {"workdir": workdir, "figures": {}, "notes": self.notes}
+        self.seed = int(_cfg(config, "seed", 0) or 0)
+
+    def add(self, *lines: str) -> None:
+        self.md += list(lines)
+
+    def omit(self, note: str) -> None:
+        self.notes.append(note)
+
+
 def _labels_of(config: Mapping[str, Any], field: str) -> list[str]:
     return [str(x) for x in _cfg(config, field, ())]
+
+
+def _num(d: Mapping[str, Any], key: str, fmt: str) -> str:
+    v = d.get(key)
+    return format(float(v), fmt) if isinstance(v, (int, float)) else "?"
+
+
+def _section_header(r: _Report) -> None:
+    c = r.config
+    info = {"protocol": str(_cfg(c, "protocol", "?")), "seed": _cfg(c, "seed", None),
+            **{f"{k}_{kind}": _labels_of(c, f"data.{k}_{kind}") for k, kind in (
+                ("labelled", "subjects"), ("unlabelled", "subjects"), ("validation", "subjects"),
+                ("unlabelled", "actions"))}}
+    r.json.update(info)
+    join = lambda xs: ", ".join(xs) or "-"  # noqa: E731
+    r.add(f"# Report: protocol {info['protocol']}, seed {info['seed']}", "",
+          f"Work directory `{r.workdir}`. Labelled subjects: {join(info['labelled_subjects'])}; "
+          f"unlabelled: {join(info['unlabelled_subjects'])}; "
+          f"validation: {join(info['validation_subjects'])}."
+          + (f" Unlabelled actions: {join(info['unlabelled_actions'])}."
+             if info["unlabelled_actions"] else ""), "")
+
+
+def _section_optimisation(r: _Report) -> None:
+    """Table 1 and Fig. 3: the unlabelled videos before and after the trajectory optimisation."""
+    r.add("## Table 1 analogue: trajectory optimisation of the unlabelled predictions", "")
+    pl_path = os.path.join(r.workdir, "complete", "pseudo_labels.npz")
+    if not os.path.exists(pl_path):
+        r.omit("no complete/pseudo_labels.npz (stage 'complete'): Table 1 and Fig. 3 omitted")
+        r.add("_Omitted: no complete/pseudo_labels.npz (stage 'complete' has not run)._", "")
+        return
+    pl = load_npz(pl_path, ("pred", "completed", "gt", "confidence"))
+    tau = float(_cfg(r.config, "complete.tau"))
+    t1 = table1(pl, tau)
+    r.json["table1"] = t1
+    changes = ", ".join(f"{k.replace('above_tau', 'scores > ' + TAU)} {v['MPJPE']:+.1f}%"
+                        for k, v in t1["change_percent"].items() if "MPJPE" in v)
+    r.add(metrics.markdown_table(t1["rows"], "", precision=2),
+          f"{100 * t1['share_above_tau']:.2f}% of the joint predictions ({t1['joints_above_tau']} of "
+          f"{t1['joints']} = {t1['frames']} frames x 16) have a confidence above {TAU} = {tau:g}. "
+          f"Rows \"scores > {TAU}\" average the per-joint errors of those joints only (NMPJPE and "
+          "PMPJPE still align whole poses). Interpolation: the confident entries linearly "
+          "interpolated over time, our control (not in the paper).", "",
+          f"Change of MPJPE by the optimisation: {changes}. Paper (H36M S1): {PAPER_TABLE1}.", "")
+    if "bone_length_error_mm" in t1:
+        r.add("Mean absolute bone-length error against the ground truth (mm): "
+              + ", ".join(f"{k} {v:.1f}" for k, v in t1["bone_length_error_mm"].items()) + ".", "")
+    stats_path = os.path.join(r.workdir, "complete", "solver_stats.json")
+    if os.path.exists(stats_path):
+        st = _load_json(stats_path)
+        r.json["solver_stats"] = st
+        r.add(f"Solver: {st.get('videos')} videos, {st.get('frames')} frames, "
+              f"{_num(st, 'iterations_mean', '.0f')} iterations on average, {st.get('converged')} "
+              f"of {st.get('videos')} converged, {_num(st, 'seconds', '.1f')} s.", "")
+    f3 = figure3(pl, os.path.join(r.out_dir, "fig3_optimisation.png"), seed=r.seed)
+    r.json["figures"]["fig3"] = f3
+    r.add("![Fig. 3 analogue](fig3_optimisation.png)", "",
+          "Fig. 3 analogue: ground truth green dashed, prediction red, optimisation blue. The first "
+          f"{sum(f['why'] != 'random' for f in f3['frames'])} panels are the frames (of distinct "
+          "videos) the optimisation moved most; the others are drawn at random.", "")
+
+
+def _section_finetuning(r: _Report, results: Mapping[str, Any]) -> None:
+    """Tables 3 and 4: validation errors of the baseline and each fine-tuning setting."""
+    t3 = table3(results)
+    r.json["table3"] = t3
+    r.add("## Table 3 analogue: validation errors after fine-tuning", "",
+          metrics.markdown_table(t3["rows"], "setting", precision=1),
+          "Errors in mm; \"%\" columns: relative change against the baseline (negative is better). "
+          f"Paper (H36M S1): {PAPER_TABLE3}.", "")
+    if len(t3["settings"]) == 1:
+        r.omit("no fine-tuning setting was evaluated: Tables 3-4 show the baseline only")
+        r.add("_Only the baseline was evaluated (no fine-tuning setting in results.json)._", "")
+    try:
+        t4 = table4(results)
+    except ValueError as e:
+        r.omit(f"Table 4 omitted: {e}")
+        return
+    r.json["table4"] = t4
+    r.add("## Table 4 analogue: validation MPJPE per action", "", _format_table4(t4),
+          "Best setting of each row in bold; Average: over all validation frames.", "")
+
+
+def _section_validation_poses(r: _Report, settings: Mapping[str, Any]) -> None:
+    """Table 5/6 (action-wise protocols) and Fig. 4, from evaluate/predictions_<setting>.npz."""
+    preds: dict[str, dict[str, np.ndarray]] = {}
+    for name in settings:
+        p = os.path.join(r.workdir, "evaluate", f"predictions_{name}.npz")
+        if not os.path.exists(p):
+            continue
+        preds[name] = d = load_npz(p, ("sequence_id", "frame_index", "action", "pred", "gt"))
+        # The figures and Table 5 recompute errors from these files: say if they do not match.
+        diff = abs(float(metrics.mpjpe(np.asarray(d["pred"], np.float64),
+                                       np.asarray(d["gt"], np.float64)).mean())
+                   - float(settings[name]["overall"]["mpjpe"]))
+        if diff > 0.05:
+            r.omit(f"results.json and predictions_{name}.npz disagree on MPJPE by {diff:.2f} mm")
+    actions = r.json.get("unlabelled_actions") or []
+    if actions and preds:
+        t5 = table5(preds, actions)
+        r.json["table5"] = t5
+        r.add("## Table 5/6 analogue: validation MPJPE of the unlabelled actions", "",
+              metrics.markdown_table({SETTING_LABELS.get(k, k): v for k, v in t5["rows"].items()},
+                                     "setting"),
+              "Average: over the validation frames of these actions.", "")
+    elif actions:
+        r.omit("action-wise protocol but no evaluate/predictions_*.npz: Table 5 omitted")
+    tuned = FULL_METHOD if FULL_METHOD in preds else None
+    others = [s for s in preds if s != "baseline"]
+    if tuned is None and others:  # no full-method run: show the best evaluated setting, and say so
+        tuned = min(others, key=lambda s: float(settings[s]["overall"]["mpjpe"]))
+        r.omit(f"Fig. 4 shows setting {tuned!r} (the best evaluated): {FULL_METHOD!r} absent")
+    if "baseline" not in preds or tuned is None:
+        r.omit("Fig. 4 omitted: it needs evaluate/predictions_baseline.npz and the predictions "
+               "of a fine-tuned setting")
+        return
+    f4 = figure4(preds["baseline"], preds[tuned], os.path.join(r.out_dir, "fig4_finetuning.png"),
+                 seed=r.seed)
+    f4["setting"] = tuned
+    r.json["figures"]["fig4"] = f4
+    r.add("## Figure 4 analogue: validation poses before and after fine-tuning", "",
+          "![Fig. 4 analogue](fig4_finetuning.png)", "",
+          f"Ground truth green dashed, baseline red, fine-tuned with setting '{tuned}' blue. The "
+          f"first {sum(f['why'] != 'random' for f in f4['frames'])} panels are the frames (of "
+          "distinct videos) whose MPJPE fell most; the others are drawn at random.", "")
+
+
+def _section_curves(r: _Report) -> None:
+    curves = training_curve_figures(r.workdir, r.out_dir)
+    r.json["figures"].update(curves)
+    if not curves:
+        r.omit("no metrics.jsonl with losses under pretrain2d/, train3d/ or finetune/*/: "
+               "no training curves")
+        return
+    r.add("## Training curves", "", *[f"![{k}]({os.path.basename(p)})" for k, p in curves.items()], "")
 
 
 def write_report(workdir: str) -> str:
@@ -468,7 +620,7 @@ def write_report(workdir: str) -> str:
 
     Required: W/config.json and W/evaluate/results.json (FileNotFoundError naming the file and the
     stage that writes it). Optional inputs (pseudo-labels, per-setting predictions, metrics.jsonl)
-    add their tables and figures; when absent, the section is replaced by a note saying why.
+    add their tables and figures; when absent, the section is left out and a note says why.
     """
     workdir = os.path.abspath(workdir)
     config = _load_json(_require(workdir, "config.json"))
@@ -477,140 +629,27 @@ def write_report(workdir: str) -> str:
     settings = _check_results(results, results_path)
     out_dir = os.path.join(workdir, "report")
     os.makedirs(out_dir, exist_ok=True)
-    notes: list[str] = []
+    r = _Report(workdir, out_dir, config)
     if not os.path.exists(os.path.join(workdir, "evaluate", "DONE.json")):
-        notes.append("the evaluate stage is not marked done: its results may be partial")
-    protocol = str(_cfg(config, "protocol", "?"))
-    rep: dict[str, Any] = {
-        "workdir": workdir, "protocol": protocol, "seed": _cfg(config, "seed", None),
-        "labelled_subjects": _labels_of(config, "data.labelled_subjects"),
-        "unlabelled_subjects": _labels_of(config, "data.unlabelled_subjects"),
-        "validation_subjects": _labels_of(config, "data.validation_subjects"),
-        "unlabelled_actions": _labels_of(config, "data.unlabelled_actions"),
-        "figures": {}, "notes": notes,
-    }
-    md = [f"# Report: protocol {protocol}, seed {rep['seed']}", "",
-          f"Work directory `{workdir}`. Labelled subjects: {', '.join(rep['labelled_subjects']) or '-'}; "
-          f"unlabelled: {', '.join(rep['unlabelled_subjects']) or '-'}; "
-          f"validation: {', '.join(rep['validation_subjects']) or '-'}."
-          + (f" Unlabelled actions: {', '.join(rep['unlabelled_actions'])}."
-             if rep["unlabelled_actions"] else ""), ""]
-
-    # Table 1 and Fig. 3: the unlabelled videos before/after the trajectory optimisation.
-    md += ["## Table 1 analogue: trajectory optimisation of the unlabelled predictions", ""]
-    pl_path = os.path.join(workdir, "complete", "pseudo_labels.npz")
-    if os.path.exists(pl_path):
-        pl = load_npz(pl_path, ("pred", "completed", "gt", "confidence"))
-        tau = float(_cfg(config, "complete.tau"))
-        t1 = table1(pl, tau)
-        rep["table1"] = t1
-        md += [metrics.markdown_table(t1["rows"], "", precision=2),
-               f"{100 * t1['share_above_tau']:.2f}% of the joint predictions ({t1['joints_above_tau']} "
-               f"of {t1['joints']} = {t1['frames']} frames x 16) have a confidence above {TAU} = {tau:g}. Rows "
-               f"\"scores > {TAU}\" average the per-joint errors of those joints only (NMPJPE and PMPJPE "
-               "still align whole poses). Interpolation: the confident entries linearly interpolated "
-               "over time, our control (not in the paper).",
-               "", "Change of MPJPE by the optimisation: "
-               + ", ".join(f"{k.replace('above_tau', 'scores > ' + TAU)} {v['MPJPE']:+.1f}%"
-                           for k, v in t1["change_percent"].items() if "MPJPE" in v)
-               + f". Paper (H36M S1): {PAPER_TABLE1}.", ""]
-        if "bone_length_error_mm" in t1:
-            md += ["Mean absolute bone-length error against the ground truth (mm): "
-                   + ", ".join(f"{k} {v:.1f}" for k, v in t1["bone_length_error_mm"].items()) + ".", ""]
-        stats_path = os.path.join(workdir, "complete", "solver_stats.json")
-        if os.path.exists(stats_path):
-            st = _load_json(stats_path)
-            rep["solver_stats"] = st
-            md += [f"Solver: {st.get('videos')} videos, {st.get('frames')} frames, "
-                   f"{float(st.get('iterations_mean', float('nan'))):.0f} iterations on average, "
-                   f"{st.get('converged')} of {st.get('videos')} converged, "
-                   f"{float(st.get('seconds', float('nan'))):.1f} s.", ""]
-        f3 = figure3(pl, os.path.join(out_dir, "fig3_optimisation.png"), seed=int(rep["seed"] or 0))
-        rep["figures"]["fig3"] = f3
-        md += ["![Fig. 3 analogue](fig3_optimisation.png)", "",
-               "Fig. 3 analogue: ground truth green dashed, prediction red, optimisation blue. The "
-               f"first {sum(f['why'] != 'random' for f in f3['frames'])} panels are the frames (of "
-               "distinct videos) the optimisation moved most; the others are drawn at random.", ""]
-    else:
-        notes.append("no complete/pseudo_labels.npz (stage 'complete'): Table 1 and Fig. 3 omitted")
-        md += ["_Omitted: no complete/pseudo_labels.npz (stage 'complete' has not run)._", ""]
-
-    # Table 3 and Table 4: validation errors of the baseline and each fine-tuning setting.
-    t3 = table3(results)
-    rep["table3"] = t3
-    md += ["## Table 3 analogue: validation errors after fine-tuning", "",
-           metrics.markdown_table(t3["rows"], "setting", precision=1),
-           "Errors in mm; \"%\" columns: relative change against the baseline (negative is better). "
-           f"Paper (H36M S1): {PAPER_TABLE3}.", ""]
-    if len(settings) == 1:
-        notes.append("no fine-tuning setting was evaluated: Tables 3-4 show the baseline only")
-        md += ["_Only the baseline was evaluated (no fine-tuning setting in results.json)._", ""]
-    try:
-        t4 = table4(results)
-        rep["table4"] = t4
-        md += ["## Table 4 analogue: validation MPJPE per action", "", _format_table4(t4),
-               "Best setting of each row in bold; Average: over all validation frames.", ""]
-    except ValueError as e:
-        notes.append(f"Table 4 omitted: {e}")
-
-    # Per-setting validation predictions: Table 5/6 (action-wise protocols) and Fig. 4.
-    preds: dict[str, dict[str, np.ndarray]] = {}
-    for name in settings:
-        p = os.path.join(workdir, "evaluate", f"predictions_{name}.npz")
-        if os.path.exists(p):
-            preds[name] = load_npz(p, ("sequence_id", "frame_index", "action", "pred", "gt"))
-            diff = abs(float(metrics.mpjpe(np.asarray(preds[name]["pred"], np.float64),
-                                           np.asarray(preds[name]["gt"], np.float64)).mean())
-                       - float(settings[name]["overall"]["mpjpe"]))
-            if diff > 0.05:
-                notes.append(f"results.json and predictions_{name}.npz disagree on MPJPE by {diff:.2f} mm")
-    if rep["unlabelled_actions"]:
-        if preds:
-            t5 = table5(preds, rep["unlabelled_actions"])
-            rep["table5"] = t5
-            md += ["## Table 5/6 analogue: validation MPJPE of the unlabelled actions", "",
-                   metrics.markdown_table({SETTING_LABELS.get(k, k): v for k, v in t5["rows"].items()},
-                                          "setting"),
-                   "Average: over the validation frames of these actions.", ""]
-        else:
-            notes.append("action-wise protocol but no evaluate/predictions_*.npz: Table 5 omitted")
-    tuned = FULL_METHOD if FULL_METHOD in preds else None
-    if tuned is None:
-        others = [s for s in preds if s != "baseline"]
-        if others:  # no full-method run: show the best evaluated setting, and say so
-            tuned = min(others, key=lambda s: float(settings[s]["overall"]["mpjpe"]))
-            notes.append(f"Fig. 4 shows setting {tuned!r} (the best evaluated): {FULL_METHOD!r} absent")
-    if "baseline" in preds and tuned is not None:
-        f4 = figure4(preds["baseline"], preds[tuned], os.path.join(out_dir, "fig4_finetuning.png"),
-                     seed=int(rep["seed"] or 0))
-        f4["setting"] = tuned
-        rep["figures"]["fig4"] = f4
-        md += ["## Figure 4 analogue: validation poses before and after fine-tuning", "",
-               "![Fig. 4 analogue](fig4_finetuning.png)", "",
-               f"Ground truth green dashed, baseline red, fine-tuned with setting '{tuned}' blue."
-               f" The first {sum(f['why'] != 'random' for f in f4['frames'])} panels are the frames "
-               "(of distinct videos) whose MPJPE fell most; the others are drawn at random.", ""]
-    else:
-        notes.append("Fig. 4 omitted: it needs evaluate/predictions_baseline.npz and one of a "
-                     "fine-tuned setting")
-
-    curves = training_curve_figures(workdir, out_dir)
-    rep["figures"].update(curves)
-    if curves:
-        md += ["## Training curves", ""]
-        md += [f"![{k}]({os.path.basename(p)})" for k, p in curves.items()] + [""]
-    else:
-        notes.append("no metrics.jsonl with losses under pretrain2d/, train3d/ or finetune/*/: "
-                     "no training curves")
-    if notes:
-        md += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
-    text = "\n".join(md)
-    with open(os.path.join(out_dir, "report.md"), "w", encoding="utf-8") as f:
-        f.write(text)
-    with open(os.path.join(out_dir, "report.json"), "w", encoding="utf-8") as f:
-        json.dump(rep, f, indent=2)
+        r.omit("the evaluate stage is not marked done: its results may be partial")
+    _section_header(r)
+    _section_optimisation(r)
+    _section_finetuning(r, results)
+    _section_validation_poses(r, settings)
+    _section_curves(r)
+    if r.notes:
+        r.add("## Notes", "", *[f"- {n}" for n in r.notes], "")
+    text = "\n".join(r.md)
+    _write_text(os.path.join(out_dir, "report.md"), text)
+    _write_text(os.path.join(out_dir, "report.json"), json.dumps(r.json, indent=2))
     return text
 
+
+def _write_text(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)  # a killed report never leaves half a file
 
 # ----------------------------------------------------------------------------------------------
 # Several work directories: seeds and the number of labelled subjects (Fig. 5)
@@ -727,10 +766,8 @@ def write_combined_report(workdirs: Sequence[str], out_dir: str) -> str:
         md += ["_Fig. 5 omitted: the subject-wise runs do not differ in their number of labelled "
                "subjects._", ""]
     text = "\n".join(md)
-    with open(os.path.join(out_dir, "report.md"), "w", encoding="utf-8") as f:
-        f.write(text)
-    with open(os.path.join(out_dir, "report.json"), "w", encoding="utf-8") as f:
-        json.dump(rep, f, indent=2)
+    _write_text(os.path.join(out_dir, "report.md"), text)
+    _write_text(os.path.join(out_dir, "report.json"), json.dumps(rep, indent=2))
     return text
 
 

@@ -249,6 +249,15 @@ def test_table1_bad_input():
         report.table1(pl, 1.5)
 
 
+def test_table1_without_confident_joints_or_interpolation():
+    pl, a = _pseudo_labels()
+    pl = {k: v for k, v in pl.items() if k != "interp"}
+    t = report.table1(dict(pl, confidence=np.zeros_like(pl["confidence"])), TAU)
+    assert list(t["rows"]) == ["Predictions (all)", "Optimisations (all)"]
+    assert t["share_above_tau"] == 0.0 and list(t["change_percent"]) == ["all"]
+    assert t["rows"]["Predictions (all)"]["MPJPE"] == pytest.approx(a.mean(), abs=1e-3)
+
+
 def test_table3_and_table4_values():
     res = _results()
     t3 = report.table3(res)
@@ -323,6 +332,11 @@ def test_write_report_optional_inputs_missing(tmp_path):
     assert "Fig. 4 omitted" in notes and "no training curves" in notes
     assert "evaluate stage is not marked done" in notes
     assert sorted(os.listdir(os.path.join(w, "report"))) == ["report.json", "report.md"]
+    # Only the baseline evaluated: its row alone, and a note.
+    only = {"settings": {"baseline": _results()["settings"]["baseline"]}}
+    w2 = _make_workdir(tmp_path / "w2", full=False, results=only)
+    md = report.write_report(w2)
+    assert "Only the baseline was evaluated" in md and "| walk | **37.5** |" in md
 
 
 def test_missing_required_inputs(tmp_path):
