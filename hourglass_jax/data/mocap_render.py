@@ -287,14 +287,15 @@ def split_frames(cfg: MocapRenderConfig, split: str) -> Iterator[Frames]:
         count += f.joints_cam.shape[0]
         while count >= RENDER_BATCH:  # exact batches: no padded render calls mid-split
             merged = concat_frames(pending)
-            yield _take(merged, slice(0, RENDER_BATCH))
-            pending = [_take(merged, slice(RENDER_BATCH, None))]
+            yield take_frames(merged, slice(0, RENDER_BATCH))
+            pending = [take_frames(merged, slice(RENDER_BATCH, None))]
             count -= RENDER_BATCH
     if count:
         yield concat_frames(pending)
 
 
-def _take(fr: Frames, sl: slice) -> Frames:
+def take_frames(fr: Frames, sl: slice) -> Frames:
+    """Rows `sl` of every field of a Frames batch."""
     return Frames(**{f.name: getattr(fr, f.name)[sl] for f in dataclasses.fields(Frames)})
 
 
