@@ -680,39 +680,52 @@ def collect_runs(workdirs: Sequence[str]) -> list[dict[str, Any]]:
     return runs
 
 
-def seeds_table(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
-    """Mean and spread over the runs of each protocol: {"<protocol> / <setting>": {"runs": n,
-    "<METRIC> mean": mm, "<METRIC> std": mm (sample std, ddof 1; 0 for a single run)}}."""
-    groups: dict[str, list[dict[str, float]]] = {}
+def _mean_std(values: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (ddof 1; None for a single value)."""
+    x = np.asarray(values, np.float64)
+    return float(x.mean()), (float(x.std(ddof=1)) if x.size > 1 else None)
+
+
+def seeds_table(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Mean and spread over the runs (seeds) of each protocol and setting.
+
+    Returns {"<protocol> / <setting>": {"runs": n, "<METRIC> mean": mm, "<METRIC> std": mm or None,
+    "<METRIC> % mean", "<METRIC> % std": change against the same run's baseline, percent}}. The
+    std is the sample standard deviation (ddof 1), None for a single run.
+    """
+    groups: dict[str, list[tuple[dict[str, float], dict[str, float]]]] = {}
     for r in runs:
         for s in _ordered_settings(r["overall"]):
-            groups.setdefault(f"{r['protocol']} / {s}", []).append(r["overall"][s])
+            groups.setdefault(f"{r['protocol']} / {s}", []).append(
+                (r["overall"][s], r["overall"]["baseline"]))
     out = {}
     for key, vals in groups.items():
-        row: dict[str, float] = {"runs": len(vals)}
+        row: dict[str, Any] = {"runs": len(vals)}
         for m in METRICS:
-            x = np.array([v[m] for v in vals])
-            row[f"{METRIC_NAMES[m]} mean"] = float(x.mean())
-            row[f"{METRIC_NAMES[m]} std"] = float(x.std(ddof=1)) if x.size > 1 else 0.0
+            name = METRIC_NAMES[m]
+            row[f"{name} mean"], row[f"{name} std"] = _mean_std([v[m] for v, _ in vals])
+            row[f"{name} % mean"], row[f"{name} % std"] = _mean_std(
+                [100.0 * (v[m] - b[m]) / b[m] for v, b in vals])
         out[key] = row
     return out
 
 
 def figure5(workdirs: Sequence[str], path: str) -> dict[str, Any]:
     """Fig. 5 analogue: validation error against the number of labelled subjects, for the baseline
-    and the full method ("bone"), all three metrics; runs with the same number of labelled
-    subjects (seeds) are averaged. Action-wise runs are left out (their labelled subjects do not
-    measure the amount of labelled data).
+    and the full method ("bone"), one panel per metric; runs with the same number of labelled
+    subjects (seeds) are averaged, their sample standard deviation drawn as error bars. Action-wise
+    runs are left out (their labelled subjects do not measure the amount of labelled data).
 
     Args:
       workdirs: work directories of subject-wise runs (S1, S15, S156, S1567, seeds...).
       path: the PNG to write.
     Returns:
-      {"path", "points": {series: [[n_labelled, mm], ...]}, "runs": [workdir, ...], "notes": [...]}.
+      {"path", "points": {metric: {"baseline" | "fine-tuned": [[n_labelled, mean mm, std mm or
+      None, runs], ...]}}, "runs": [workdir, ...], "notes": [...]}.
     """
     runs = collect_runs(workdirs)
     notes = []
-    acc: dict[str, dict[int, list[float]]] = {}
+    acc: dict[str, dict[str, dict[int, list[float]]]] = {}
     used = []
     for r in runs:
         if r["action_wise"]:
@@ -724,15 +737,20 @@ def figure5(workdirs: Sequence[str], path: str) -> dict[str, Any]:
                 notes.append(f"{r['workdir']}: no {setting!r} results")
                 continue
             for m in METRICS:
-                acc.setdefault(f"{label} {METRIC_NAMES[m]}", {}).setdefault(
+                acc.setdefault(METRIC_NAMES[m], {}).setdefault(label, {}).setdefault(
                     r["n_labelled"], []).append(r["overall"][setting][m])
     if not acc:
         raise ValueError("figure5: no subject-wise run among the work directories")
-    points = {s: sorted([n, float(np.mean(v))] for n, v in by_n.items()) for s, by_n in acc.items()}
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    viz.error_vs_labelled({s: [tuple(p) for p in pts] for s, pts in points.items()}, path,
-                          ylabel="validation error (mm)")
+    points = {metric: {label: sorted([n, *_mean_std(v), len(v)] for n, v in by_n.items())
+                       for label, by_n in series.items()} for metric, series in acc.items()}
+    viz.error_panels_vs_labelled(
+        {metric: {label: [(p[0], p[1], p[2] or 0.0) for p in pts] for label, pts in series.items()}
+         for metric, series in points.items()}, path, ylabel="validation error (mm)")
     return {"path": path, "points": points, "runs": used, "notes": notes}
+
+
+def _pm(mean: float, std: float | None, unit: str = "") -> str:
+    return f"{mean:.1f}{unit}" if std is None else f"{mean:.1f} ± {std:.1f}{unit}"
 
 
 def write_combined_report(workdirs: Sequence[str], out_dir: str) -> str:
@@ -741,26 +759,34 @@ def write_combined_report(workdirs: Sequence[str], out_dir: str) -> str:
     runs differ in their number of labelled subjects. Returns the markdown."""
     runs = collect_runs(workdirs)
     os.makedirs(out_dir, exist_ok=True)
-    per_run = {f"{r['protocol']} seed {r['seed']}": {
-        f"{SETTING_LABELS.get(s, s)}": r["overall"][s]["mpjpe"] for s in _ordered_settings(r["overall"])}
-        for r in runs}
+    per_run = {}
+    for r in runs:
+        name = f"{os.path.basename(r['workdir'])} ({r['protocol']}, seed {r['seed']})"
+        while name in per_run:  # two directories of the same name elsewhere
+            name += "'"
+        per_run[name] = {SETTING_LABELS.get(s, s): r["overall"][s]["mpjpe"]
+                         for s in _ordered_settings(r["overall"])}
     seeds = seeds_table(runs)
-    seeds_md = {k: {"runs": str(v["runs"]), **{METRIC_NAMES[m]: (
-        f"{v[METRIC_NAMES[m] + ' mean']:.1f} ± {v[METRIC_NAMES[m] + ' std']:.1f}") for m in METRICS}}
-        for k, v in seeds.items()}
+    seeds_md = {k: {"runs": str(v["runs"]),
+                    **{n: _pm(v[f"{n} mean"], v[f"{n} std"]) for n in METRIC_NAMES.values()},
+                    "MPJPE vs baseline": _pm(v["MPJPE % mean"], v["MPJPE % std"], "%")}
+                for k, v in seeds.items()}
     md = ["# Combined report", "", f"{len(runs)} work directories.", "",
           "## Validation MPJPE of each run (mm)", "", metrics.markdown_table(per_run, "run"),
-          "## Mean ± sample standard deviation over runs (mm)", "",
-          metrics.markdown_table(seeds_md, "protocol / setting"), ""]
+          "## Mean ± sample standard deviation over runs", "",
+          metrics.markdown_table(seeds_md, "protocol / setting"),
+          "Errors in mm; \"vs baseline\": change against the same run's baseline, averaged over "
+          "runs. No ± where there is a single run.", ""]
     rep: dict[str, Any] = {"runs": runs, "seeds": seeds}
     subject_wise = {r["n_labelled"] for r in runs if not r["action_wise"]}
     if len(subject_wise) > 1:
         f5 = figure5(workdirs, os.path.join(out_dir, "fig5_labelled_subjects.png"))
         rep["fig5"] = f5
+        table = {f"{label} {metric}": {str(p[0]): _pm(p[1], p[2]) for p in pts}
+                 for metric, series in f5["points"].items() for label, pts in series.items()}
         md += ["## Figure 5 analogue: error against the number of labelled subjects", "",
                "![Fig. 5 analogue](fig5_labelled_subjects.png)", "",
-               metrics.markdown_table({s: {str(n): v for n, v in pts} for s, pts in f5["points"].items()},
-                                      "series / labelled subjects"), ""]
+               metrics.markdown_table(table, "series / labelled subjects"), ""]
         md += [f"- {n}" for n in f5["notes"]]
     else:
         md += ["_Fig. 5 omitted: the subject-wise runs do not differ in their number of labelled "

@@ -119,3 +119,39 @@ def error_vs_labelled(points: Mapping[str, Sequence[tuple[int, float]]], path: s
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def error_panels_vs_labelled(
+        panels: Mapping[str, Mapping[str, Sequence[tuple[int, float, float]]]], path: str,
+        ylabel: str = "error (mm)") -> str:
+    """Figure 5 analogue with one panel per metric and error bars for the spread over seeds.
+
+    Args:
+      panels: {panel title (e.g. "MPJPE"): {series label: [(labelled subjects, mean mm,
+        spread mm), ...]}}; labels with an entry in STYLES ("baseline", "fine-tuned") get the
+        paper's colours.
+      path: the PNG to write (its directory is created).
+    Returns:
+      path.
+    """
+    if not panels:
+        raise ValueError("error_panels_vs_labelled needs at least one panel")
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), squeeze=False)
+    for ax, (title, series) in zip(axes[0], panels.items()):
+        xs: set[int] = set()
+        for label, pts in series.items():
+            pts = sorted(pts)
+            style = {k: v for k, v in STYLES.get(label, {}).items() if k == "color"}
+            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts],
+                        marker="o", capsize=3, label=label, **style)
+            xs.update(int(p[0]) for p in pts)
+        ax.set_xticks(sorted(xs))  # subject counts are integers
+        ax.set_title(title)
+        ax.set_xlabel("labelled subjects")
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

@@ -381,16 +381,23 @@ def test_figure5_and_combined_report(tmp_path):
     wa = _make_workdir(tmp_path / "act", ("S1", "S5", "S6", "S7", "S8"), unlabelled_actions=("run",),
                        full=False, results=res(70.0, 60.0))
     f5 = report.figure5([w1, w1b, w2, wa], str(tmp_path / "f5" / "fig5.png"))
-    assert f5["points"]["baseline MPJPE"] == [[1, 102.0], [2, 80.0]]   # seeds averaged
-    assert f5["points"]["fine-tuned MPJPE"] == [[1, 89.0], [2, 75.0]]
-    assert f5["points"]["fine-tuned PMPJPE"] == [[1, 69.0], [2, 55.0]]
+    sd = float(np.std([100.0, 104.0], ddof=1))
+    # Seeds averaged: [labelled subjects, mean, sample std (None for one run), runs].
+    assert f5["points"]["MPJPE"]["baseline"] == [[1, 102.0, pytest.approx(sd), 2], [2, 80.0, None, 1]]
+    assert f5["points"]["MPJPE"]["fine-tuned"] == [[1, 89.0, pytest.approx(np.std([90, 88], ddof=1)), 2],
+                                                   [2, 75.0, None, 1]]
+    assert f5["points"]["PMPJPE"]["fine-tuned"][1] == [2, 55.0, None, 1]
     assert len(f5["runs"]) == 3 and "action-wise" in f5["notes"][0]
-    _assert_png(f5["path"])
+    _assert_png(f5["path"], (TAB_RED, TAB_BLUE))   # baseline red, fine-tuned blue, as in Fig. 4
     seeds = report.seeds_table(report.collect_runs([w1, w1b, w2]))
     row = seeds["subject_s1 / baseline"]
     assert row["runs"] == 2 and row["MPJPE mean"] == 102.0
-    assert row["MPJPE std"] == pytest.approx(np.std([100.0, 104.0], ddof=1))
-    assert seeds["subject_s2 / bone"]["MPJPE std"] == 0.0
+    assert row["MPJPE std"] == pytest.approx(sd)
+    bone = seeds["subject_s1 / bone"]
+    assert bone["MPJPE % mean"] == pytest.approx((-10.0 + 100 * (88 - 104) / 104) / 2)
+    assert bone["MPJPE % std"] == pytest.approx(np.std([-10.0, 100 * (88 - 104) / 104], ddof=1))
+    assert seeds["subject_s2 / bone"]["MPJPE std"] is None
+    assert seeds["subject_s2 / bone"]["PMPJPE % mean"] == pytest.approx(100 * (55 - 60) / 60)
     # The CLI: per-run reports plus the combined one.
     out = tmp_path / "combined"
     proc = subprocess.run([sys.executable, "-m", "experiments.report", f"--workdirs={w1},{w1b},{w2}",
@@ -401,7 +408,8 @@ def test_figure5_and_combined_report(tmp_path):
     for w in (w1, w1b, w2):
         assert os.path.exists(os.path.join(w, "report", "report.md"))
     _assert_png(str(out / "fig5_labelled_subjects.png"))
-    assert json.load(open(out / "report.json"))["fig5"]["points"]["baseline MPJPE"] == [[1, 102.0], [2, 80.0]]
+    assert json.load(open(out / "report.json"))["fig5"]["points"]["MPJPE"]["baseline"][1] == [2, 80.0, None, 1]
+    assert "| subject_s2 / bone | 1 | 75.0 | 70.0 | 55.0 | -6.2% |" in proc.stdout
     os.remove(os.path.join(w2, "evaluate", "results.json"))
     with pytest.raises(FileNotFoundError, match="s15/evaluate/results.json"):
         report.figure5([w1, w2], str(tmp_path / "x.png"))
