@@ -242,38 +242,42 @@ def table3(results: Mapping[str, Any]) -> dict[str, Any]:
     return {"rows": rows, "settings": order}
 
 
-def table4(results: Mapping[str, Any], metric: str = "mpjpe") -> dict[str, Any]:
+def table4(results: Mapping[str, Any], metric: str = "mpjpe", by: str = "per_action") -> dict[str, Any]:
     """Table 4 analogue: validation error per action (rows) for each setting (columns).
 
     Args:
       results: the content of evaluate/results.json (per_action entries needed).
       metric: "mpjpe" (the paper's table), "nmpjpe" or "pmpjpe".
+      by: "per_action" (the paper's table) or "per_subject" (the same table by validation subject).
     Returns:
       {"rows": {action: {setting: mm}, ..., "Average": {setting: overall mm}}, "best": {action:
-      setting with the lowest error}, "metric": metric}. Actions in the baseline's order; the
-      Average row is the overall (frame-weighted) error of results.json.
+      setting with the lowest error}, "metric": metric}. Actions in order of first appearance
+      (baseline first); the Average row is the overall (frame-weighted) error of results.json.
+      A group named "all" (an overall entry some aggregations add) is not repeated as a row.
     """
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; choose from {METRICS}")
+    if by not in ("per_action", "per_subject"):
+        raise ValueError(f"by must be 'per_action' or 'per_subject', got {by!r}")
     settings = _check_results(results)
     order = _ordered_settings(settings)
-    actions: list[str] = []
+    groups: list[str] = []
     for name in order:
-        per_action = settings[name].get("per_action")
-        if not isinstance(per_action, Mapping) or not per_action:
-            raise ValueError(f"results: setting {name!r} has no per_action errors")
-        actions += [a for a in per_action if a not in actions]
+        per_group = settings[name].get(by)
+        if not isinstance(per_group, Mapping) or not per_group:
+            raise ValueError(f"results: setting {name!r} has no {by} errors")
+        groups += [g for g in per_group if g not in groups and g != "all"]
     rows: dict[str, dict[str, float]] = {}
-    for action in actions + ["Average"]:
+    for group in groups + ["Average"]:
         row = {}
         for name in order:
-            src = (settings[name]["overall"] if action == "Average"
-                   else settings[name]["per_action"].get(action))
-            if src is not None and metric in src:
+            src = (settings[name]["overall"] if group == "Average"
+                   else settings[name][by].get(group))
+            if isinstance(src, Mapping) and metric in src:
                 row[name] = float(src[metric])
-        rows[action] = row
-    best = {a: min(r, key=r.get) for a, r in rows.items() if r}
-    return {"rows": rows, "best": best, "metric": metric}
+        rows[group] = row
+    best = {g: min(r, key=r.get) for g, r in rows.items() if r}
+    return {"rows": rows, "best": best, "metric": metric, "by": by}
 
 
 def table5(predictions: Mapping[str, Mapping[str, np.ndarray]], actions: Sequence[str]) -> dict[str, Any]:
@@ -312,7 +316,7 @@ def _format_table4(t4: Mapping[str, Any]) -> str:
     """Markdown with the best setting of each row in bold, as the paper marks it."""
     cells = {a: {s: (f"**{v:.1f}**" if t4["best"].get(a) == s else f"{v:.1f}") for s, v in r.items()}
              for a, r in t4["rows"].items()}
-    return metrics.markdown_table(cells, "action")
+    return metrics.markdown_table(cells, "subject" if t4.get("by") == "per_subject" else "action")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -559,6 +563,13 @@ def _section_finetuning(r: _Report, results: Mapping[str, Any]) -> None:
     r.json["table4"] = t4
     r.add("## Table 4 analogue: validation MPJPE per action", "", _format_table4(t4),
           "Best setting of each row in bold; Average: over all validation frames.", "")
+    try:
+        ts = table4(results, by="per_subject")
+    except ValueError as e:
+        r.omit(f"per-subject table omitted: {e}")
+        return
+    r.json["table_subjects"] = ts
+    r.add("Validation MPJPE per subject (not in the paper):", "", _format_table4(ts), "")
 
 
 def _section_validation_poses(r: _Report, settings: Mapping[str, Any]) -> None:

@@ -130,8 +130,8 @@ def _results():
             "overall": {"mpjpe": _expected_mpjpe(name), "nmpjpe": nm, "pmpjpe": pm},
             "per_action": {a: {"mpjpe": 15.0 / 16.0 * VAL_OFFSET[name][a], "nmpjpe": nm, "pmpjpe": pm}
                            for a in TRAIN_ACTIONS},
-            "per_subject": {s: {"mpjpe": _expected_mpjpe(name), "nmpjpe": nm, "pmpjpe": pm}
-                            for s in ("S9", "S11")}}
+            "per_subject": {s: {"mpjpe": _expected_mpjpe(name) + d, "nmpjpe": nm, "pmpjpe": pm}
+                            for s, d in (("S9", -1.0), ("S11", 1.0))}}
     return {"settings": settings}
 
 
@@ -277,6 +277,15 @@ def test_table3_and_table4_values():
     assert t4["best"] == {"walk": "optimised", "run": "bone", "jump": "optimised", "Average": "optimised"}
     md = report._format_table4(t4)
     assert "| jump | 75.0 | **67.5** | 90.0 |" in md
+    # An "all" group (as metrics.aggregate adds) is not a row; by subject works the same way.
+    with_all = json.loads(json.dumps(res))
+    for v in with_all["settings"].values():
+        v["per_action"]["all"] = v["overall"]
+    assert list(report.table4(with_all)["rows"]) == ["walk", "run", "jump", "Average"]
+    ts = report.table4(res, by="per_subject")
+    assert list(ts["rows"]) == ["S9", "S11", "Average"]
+    assert ts["rows"]["S11"]["bone"] == pytest.approx(15 / 16 * 672 / 13 + 1.0)
+    assert "| subject | baseline |" in report._format_table4(ts)
     with pytest.raises(ValueError, match="baseline"):
         report.table3({"settings": {"bone": res["settings"]["bone"]}})
     broken = json.loads(json.dumps(res))
