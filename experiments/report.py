@@ -142,9 +142,10 @@ def _check_results(results: Mapping[str, Any], where: str = "results") -> dict[s
         missing = [k for k in METRICS if k not in overall]
         if missing:
             raise ValueError(f"{where}: setting {name!r} lacks overall {missing}")
-        bad = [k for k in METRICS if not np.isfinite(float(overall[k]))]
+        bad = [k for k in METRICS
+               if not isinstance(overall[k], (int, float)) or not np.isfinite(overall[k])]
         if bad:
-            raise ValueError(f"{where}: setting {name!r} has non-finite {bad}")
+            raise ValueError(f"{where}: setting {name!r} has non-numeric or non-finite {bad}")
     return dict(settings)
 
 

@@ -270,8 +270,22 @@ def test_table3_and_table4_values():
     assert bone["NMPJPE %"] == pytest.approx(100 * (80 - 90) / 90)
     assert bone["PMPJPE %"] == pytest.approx(100 * (61 - 70) / 70)
     assert base["MPJPE %"] == 0.0
+    # Every cell: MPJPE from the offsets' closed form, NMPJPE/PMPJPE as written, % vs baseline.
+    for name, label in (("baseline", "baseline"), ("optimised", "optimised supervision"),
+                        ("bone", "+ bone consistency (full method)")):
+        row = t3["rows"][label]
+        want = {"MPJPE": _expected_mpjpe(name), "NMPJPE": OTHER[name][0], "PMPJPE": OTHER[name][1]}
+        want_base = {"MPJPE": _expected_mpjpe("baseline"), "NMPJPE": OTHER["baseline"][0],
+                     "PMPJPE": OTHER["baseline"][1]}
+        for k, v in want.items():
+            assert row[k] == pytest.approx(v)
+            assert row[f"{k} %"] == pytest.approx(100 * (v - want_base[k]) / want_base[k])
+        assert len(row) == 6
     t4 = report.table4(res)
     assert list(t4["rows"]) == ["walk", "run", "jump", "Average"]
+    for action in TRAIN_ACTIONS:
+        assert t4["rows"][action] == {n: pytest.approx(15 / 16 * VAL_OFFSET[n][action]) for n in VAL_OFFSET}
+    assert t4["rows"]["Average"] == {n: pytest.approx(_expected_mpjpe(n)) for n in VAL_OFFSET}
     assert t4["rows"]["jump"] == {"baseline": 75.0, "optimised": 67.5, "bone": 90.0}
     assert t4["rows"]["Average"]["optimised"] == pytest.approx(15 / 16 * 608 / 13)
     assert t4["best"] == {"walk": "optimised", "run": "bone", "jump": "optimised", "Average": "optimised"}
@@ -291,6 +305,9 @@ def test_table3_and_table4_values():
     broken = json.loads(json.dumps(res))
     del broken["settings"]["bone"]["overall"]["pmpjpe"]
     with pytest.raises(ValueError, match="'bone' lacks overall"):
+        report.table3(broken)
+    broken["settings"]["bone"]["overall"]["pmpjpe"] = None
+    with pytest.raises(ValueError, match="'bone' has non-numeric or non-finite"):
         report.table3(broken)
 
 
@@ -370,7 +387,8 @@ def test_action_wise_table5(tmp_path):
     t5 = json.load(open(os.path.join(w, "report", "report.json")))["table5"]
     assert t5["frames"] == {"run": 2 * VAL_FRAMES[1], "jump": 2 * VAL_FRAMES[2]}
     for name in VAL_OFFSET:
-        assert t5["rows"][name]["run"] == pytest.approx(15 / 16 * VAL_OFFSET[name]["run"], abs=1e-3)
+        for action in ("run", "jump"):
+            assert t5["rows"][name][action] == pytest.approx(15 / 16 * VAL_OFFSET[name][action], abs=1e-3)
         # Frame-weighted over the unlabelled actions only: (4 run + 3 jump frames per video).
         assert t5["rows"][name]["Average"] == pytest.approx(
             _expected_mpjpe(name, ("run", "jump")), abs=1e-3)
