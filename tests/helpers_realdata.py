@@ -10,15 +10,30 @@ MARKER_HALF = 20  # px: markers are (2 * half + 1)^2 squares, a few px after cro
 BACKGROUND = (40, 40, 40)
 
 
-def draw_frame(height: int, width: int, uv: np.ndarray) -> np.ndarray:
+def draw_frame(height: int, width: int, uv: np.ndarray, half: int = MARKER_HALF) -> np.ndarray:
     """(H, W, 3) uint8 grey frame with a coloured square at uv[j] (MPII-16 px) for j in MARKERS."""
     img = np.empty((height, width, 3), np.uint8)
     img[:] = BACKGROUND
-    for j, colour in MARKERS.items():
-        x, y = np.round(uv[j]).astype(int)
-        img[max(y - MARKER_HALF, 0):y + MARKER_HALF + 1,
-            max(x - MARKER_HALF, 0):x + MARKER_HALF + 1] = colour
+    draw_markers(img, uv, half)
     return img
+
+
+def draw_markers(img: np.ndarray, uv: np.ndarray, half: int,
+                 mask: np.ndarray | None = None) -> None:
+    """Draw the MARKERS squares of one person (uv (16, 2) px) into img, where mask (16,) allows."""
+    for j, colour in MARKERS.items():
+        if mask is not None and not mask[j]:
+            continue
+        x, y = np.round(uv[j]).astype(int)
+        img[max(y - half, 0):max(y + half + 1, 0), max(x - half, 0):max(x + half + 1, 0)] = colour
+
+
+def marker_at(image: np.ndarray, xy: np.ndarray, joint: int, tol: float = 60.0) -> bool:
+    """True if image shows joint's marker colour at the rounded crop px xy."""
+    x, y = np.round(xy).astype(int)
+    if not (0 <= x < image.shape[1] and 0 <= y < image.shape[0]):
+        return False
+    return bool(np.abs(image[y, x].astype(float) - MARKERS[joint]).max() <= tol)
 
 
 def write_video(path: str, frames: np.ndarray, fps: float, codec: str = "libx264") -> None:
@@ -36,13 +51,7 @@ def write_video(path: str, frames: np.ndarray, fps: float, codec: str = "libx264
 
 def crop_has_markers(image: np.ndarray, pose2d: np.ndarray, tol: float = 60.0) -> bool:
     """True if the crop shows each marker's colour at the rounded pose2d of its joint."""
-    for j, colour in MARKERS.items():
-        x, y = np.round(pose2d[j]).astype(int)
-        if not (0 <= x < image.shape[1] and 0 <= y < image.shape[0]):
-            return False
-        if np.abs(image[y, x].astype(float) - colour).max() > tol:
-            return False
-    return True
+    return all(marker_at(image, pose2d[j], j, tol) for j in MARKERS)
 
 
 def person_mpii16(rng: np.random.Generator, root: np.ndarray) -> np.ndarray:

@@ -135,7 +135,8 @@ def encode_png(image: np.ndarray) -> bytes:
 def make_example(frame: np.ndarray, pose3d: np.ndarray | None, pose2d_img: np.ndarray,
                  intrinsics: np.ndarray | None, res: int, *, subject: str, action: str,
                  subaction: int, camera: str, frame_index: int, visible: np.ndarray | None = None,
-                 center: np.ndarray | None = None, scale: float | None = None) -> dict:
+                 center: np.ndarray | None = None, scale: float | None = None,
+                 sequence: str | None = None) -> dict:
     """One example in the shared schema.
 
     Args:
@@ -146,6 +147,7 @@ def make_example(frame: np.ndarray, pose3d: np.ndarray | None, pose2d_img: np.nd
       res: crop side px.
       visible: (16,) bool, default all True.
       center, scale: the crop; default: `crop_box(pose2d_img)`.
+      sequence: the video id; default "subject/action/subaction/camera".
     """
     p2 = np.asarray(pose2d_img, np.float64)
     if center is None or scale is None:
@@ -165,7 +167,8 @@ def make_example(frame: np.ndarray, pose3d: np.ndarray | None, pose2d_img: np.nd
         "scale": np.float32(scale),
         "root_depth": np.float32(p3[ROOT, 2]),
         "subject": subject, "action": action, "subaction": int(subaction),
-        "camera": camera, "sequence": f"{subject}/{action}/{subaction}/{camera}",
+        "camera": camera,
+        "sequence": sequence or f"{subject}/{action}/{subaction}/{camera}",
         "frame": int(frame_index), "has_pose3d": has3d,
     }
 
