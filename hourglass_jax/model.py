@@ -97,9 +97,18 @@ def model_config(name: str, **overrides: Any) -> ModelConfig:
     return ModelConfig(**{**_PRESETS[name], **overrides})
 
 
-def _conv(features: int, kernel: int, cfg: ModelConfig, stride: int = 1, name: str | None = None):
+def _conv(features: int, kernel: int, cfg: ModelConfig, stride: int = 1, name: str | None = None,
+          kernel_init: Any = nn.linear.default_kernel_init):
     return nn.Conv(features, (kernel, kernel), strides=(stride, stride), padding="SAME",
-                   dtype=cfg.dtype, param_dtype=jnp.float32, name=name)
+                   dtype=cfg.dtype, param_dtype=jnp.float32, kernel_init=kernel_init, name=name)
+
+
+# Heatmap heads start near zero output (normal, std 1e-3, as Xiao et al.'s Simple Baselines
+# initialise their final layer): targets are almost all zeros, and a default-initialised head
+# starts with outputs of variance ~0.5, which L2 training spends many steps removing (measured:
+# lifter overfitting 4 images reached 0.12 voxel median error in 100 Adam steps with this init,
+# 0.3 voxel after 500 steps with the default one).
+_HEAD_INIT = nn.initializers.normal(stddev=1e-3)
 
 
 def _bn(cfg: ModelConfig, train: bool, name: str | None = None):
@@ -199,7 +208,7 @@ class Detector2D(nn.Module):
         feats = x
         for s in range(cfg.num_2d_stacks):
             feats = _StackBody(cfg, name=f"stack{s}")(x, train)
-            hm = _conv(cfg.num_joints, 1, cfg, name=f"head{s}")(feats)
+            hm = _conv(cfg.num_joints, 1, cfg, name=f"head{s}", kernel_init=_HEAD_INIT)(feats)
             heatmaps.append(hm.astype(jnp.float32))
             if s + 1 < cfg.num_2d_stacks:
                 # Newell's re-injection: the next stack sees the trunk, these features and heatmaps.
@@ -221,7 +230,8 @@ class VolumetricStack(nn.Module):
         x = (_conv(c, 1, cfg, name="inject_features")(features.astype(cfg.dtype))
              + _conv(c, 1, cfg, name="inject_heatmaps")(heatmaps.astype(cfg.dtype)))
         y = _StackBody(cfg, name="stack")(x, train)
-        out = _conv(cfg.num_joints * cfg.depth_bins, 1, cfg, name="head")(y)
+        out = _conv(cfg.num_joints * cfg.depth_bins, 1, cfg, name="head",
+                    kernel_init=_HEAD_INIT)(y)
         b, h, w, _ = out.shape
         # Channel j * D + d is joint j, depth bin d.
         vol = out.reshape(b, h, w, cfg.num_joints, cfg.depth_bins)

@@ -140,8 +140,9 @@ def test_bfloat16_compute_keeps_float32_params_and_outputs():
     assert out["volume"].dtype == jnp.float32 and out["heatmaps2d"].dtype == jnp.float32
     # Same parameters in float32: bf16 has ~3 significant digits, so only loosely equal.
     ref = VolumetricHourglass(CFG).apply(variables, _images(), train=False)
-    err = np.abs(np.asarray(out["volume"]) - np.asarray(ref["volume"]))
-    assert err.max() < 0.1 * np.abs(np.asarray(ref["volume"])).max() + 1e-2
+    for key in ("volume", "heatmaps2d"):
+        err = np.abs(np.asarray(out[key]) - np.asarray(ref[key]))
+        assert err.max() < 0.05 * np.abs(np.asarray(ref[key])).max()  # measured ~0.01
 
 
 def test_paper_config_shapes():
@@ -214,11 +215,12 @@ def test_lifter_learns_to_place_joints():
         return optax.apply_updates(params, upd), stats, opt, loss
 
     losses = []
-    for _ in range(1000):  # ~25 s on 2 cores; sharp L2 heatmaps are slow to fit
+    for _ in range(300):
         params, stats, opt, loss = step(params, stats, opt)
         losses.append(float(loss))
     assert losses[-1] < 0.02 * losses[0]
     vol = model.apply({"params": params, "batch_stats": stats}, images, train=True,
                       mutable=["batch_stats"])[0]["volume"]
     err = np.abs(np.asarray(local_softargmax(vol, 3)) - coords)
-    assert np.median(err) < 0.3 and err.max() < 1.5  # voxels
+    # k = 3 on sigma-1 targets is biased by up to 0.23 voxel (see softargmax.py).
+    assert np.median(err) < 0.2 and err.max() < 0.5  # voxels
