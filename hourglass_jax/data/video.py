@@ -59,6 +59,19 @@ def iter_frames(path: str | os.PathLike, num_frames: int, step: int = 1,
                           f"expects at least {num_frames}; download it again")
 
 
+def probe(path: str | os.PathLike, what: str = "video") -> tuple[float, tuple[int, int]]:
+    """(frames per second, (width, height) px) of a video, from ffmpeg's header read."""
+    p = require_file(path, what)
+    gen = imageio_ffmpeg.read_frames(p)
+    try:
+        meta = next(gen)
+    except (RuntimeError, OSError, StopIteration) as e:
+        raise LayoutError(f"cannot decode {what} {p}: {_last_lines(e)}") from e
+    finally:
+        gen.close()
+    return float(meta["fps"]), tuple(meta["size"])
+
+
 def _last_lines(err: Exception, n: int = 2) -> str:
     """The last lines of an ffmpeg error (its banner and build flags come first)."""
     lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
