@@ -382,7 +382,9 @@ def test_missing_required_inputs(tmp_path):
 
 def test_action_wise_table5(tmp_path):
     w = _make_workdir(tmp_path / "a", labelled=("S1", "S5", "S6", "S7", "S8"),
-                      unlabelled_actions=("run", "jump"))
+                      unlabelled_actions=("run", "jump"), full=False)
+    for name, d in _validation(np.random.default_rng(3)).items():   # only what Table 5 needs
+        np.savez(os.path.join(w, "evaluate", f"predictions_{name}.npz"), **d)
     md = report.write_report(w)
     t5 = json.load(open(os.path.join(w, "report", "report.json")))["table5"]
     assert t5["frames"] == {"run": 2 * VAL_FRAMES[1], "jump": 2 * VAL_FRAMES[2]}
@@ -440,3 +442,25 @@ def test_figure5_and_combined_report(tmp_path):
     os.remove(os.path.join(w2, "evaluate", "results.json"))
     with pytest.raises(FileNotFoundError, match="s15/evaluate/results.json"):
         report.figure5([w1, w2], str(tmp_path / "x.png"))
+
+
+def test_figure4_without_full_method_shows_best_setting(tmp_path):
+    w = _make_workdir(tmp_path / "w", full=False)
+    val = _validation(np.random.default_rng(5))
+    for name in ("baseline", "optimised"):
+        np.savez(os.path.join(w, "evaluate", f"predictions_{name}.npz"), **val[name])
+    report.write_report(w)
+    rep = json.load(open(os.path.join(w, "report", "report.json")))
+    assert rep["figures"]["fig4"]["setting"] == "optimised"
+    assert any("'bone' absent" in n for n in rep["notes"])
+    _assert_png(os.path.join(w, "report", "fig4_finetuning.png"), (TAB_RED, TAB_GREEN, TAB_BLUE))
+    # Frames are matched by (sequence_id, frame_index), not by position: a shuffled file agrees.
+    perm = np.random.default_rng(0).permutation(len(val["optimised"]["pred"]))
+    shuffled = {k: v[perm] for k, v in val["optimised"].items()}
+    f4 = report.figure4(val["baseline"], shuffled, str(tmp_path / "f4.png"))
+    # Walk frames improve most here: 40 -> 28 mm offsets.
+    assert f4["frames"][0]["baseline_mm"] - f4["frames"][0]["tuned_mm"] == pytest.approx(
+        15 / 16 * (40 - 28), abs=1e-3)
+    with pytest.raises(ValueError, match="missing in the other"):
+        report.figure4(val["baseline"], {k: v[1:] for k, v in val["optimised"].items()},
+                       str(tmp_path / "f4b.png"))
