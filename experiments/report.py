@@ -23,12 +23,13 @@ from typing import Any
 
 import numpy as np
 
+from experiments.configs.base import LOSS_SETTINGS
 from hourglass_jax import metrics, skeleton, viz
 
 METRICS: tuple[str, ...] = ("mpjpe", "nmpjpe", "pmpjpe")
 METRIC_NAMES: dict[str, str] = {"mpjpe": "MPJPE", "nmpjpe": "NMPJPE", "pmpjpe": "PMPJPE"}
 # Rows of Table 3 in the paper's order; meanings in experiments/configs/base.py.
-SETTING_ORDER: tuple[str, ...] = ("baseline", "original", "optimised", "weighted", "bone", "interp")
+SETTING_ORDER: tuple[str, ...] = ("baseline",) + tuple(LOSS_SETTINGS)
 SETTING_LABELS: dict[str, str] = {
     "baseline": "baseline",
     "original": "original supervision",
