@@ -32,7 +32,7 @@ def _check_volume(volume: jax.Array) -> None:
 
 
 def _check_k(k: int) -> int:
-    if not isinstance(k, int) or k < 1 or k % 2 == 0:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1 or k % 2 == 0:
         raise ValueError(f"cube size k must be a positive odd int, got {k!r}")
     return k // 2
 
@@ -54,6 +54,8 @@ def _cube(volume: jax.Array, k: int) -> tuple[jax.Array, jax.Array, jax.Array]:
     no border voxel is counted twice and nothing wraps around.
     """
     r = _check_k(k)
+    # float32 coordinates whatever the compute dtype: bf16 cannot hold 63.4 to 0.1 voxel.
+    volume = volume.astype(jnp.float32)
     peak = argmax_voxel(volume)
     offsets = jnp.arange(-r, r + 1, dtype=jnp.int32)
     pos = peak[..., :, None] + offsets  # (..., 3, k): z, y, x positions of the cube
@@ -101,6 +103,7 @@ def global_softargmax(volume: jax.Array, beta: float = 1.0) -> jax.Array:
       (B, J, 3) float coordinates (x, y, z) = (column, row, depth bin).
     """
     _check_volume(volume)
+    volume = volume.astype(jnp.float32)
     d, h, w = volume.shape[-3:]
     lead = volume.shape[:-3]
     p = jax.nn.softmax(beta * volume.reshape(*lead, d * h * w), axis=-1).reshape(volume.shape)

@@ -56,6 +56,10 @@ def test_trilinear_splat_centre_is_exact():
         got = fn(jnp.asarray(vols, jnp.float32), k)
         assert got.shape == (2, 16, 3)
         np.testing.assert_allclose(np.asarray(got), pts, atol=2e-5)
+    # bf16 volumes (bf16 compute): coordinates still float32; only the weights are rounded.
+    got = fn(jnp.asarray(vols, jnp.bfloat16), 3)
+    assert got.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(got), pts, atol=0.02)
 
 
 def test_symmetric_gaussian_exact_and_subvoxel_bias_matches_closed_form():
