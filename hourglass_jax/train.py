@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Any, Callable, Mapping, Sequence, TextIO
 
@@ -254,6 +256,29 @@ def check_batch(batch: Mapping[str, Any], step: int) -> dict[str, np.ndarray]:
     return out
 
 
+class _SigtermFlag:
+    """Turns SIGTERM (the usual preemption notice) into a flag the loop checks after each step.
+
+    Installed only in single-process runs, from the main thread: with several processes each
+    would stop at a different step and the others would wait forever in a collective.
+    """
+
+    def __init__(self, enable: bool):
+        self.requested = False
+        self._previous = None
+        if (enable and jax.process_count() == 1
+                and threading.current_thread() is threading.main_thread()):
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
+
+
 def fit(model: Any, loss_fn: LossFn, tx: optax.GradientTransformation, init_state: TrainState,
         batch_at: Callable[[int], Mapping[str, np.ndarray]], *, workdir: str | os.PathLike,
         total_steps: int, mesh: Mesh | None = None, frozen: Sequence[str] = (),
@@ -262,7 +287,7 @@ def fit(model: Any, loss_fn: LossFn, tx: optax.GradientTransformation, init_stat
         eval_every: int = 0, eval_fn: Callable[[TrainState, int], Mapping[str, float]] | None = None,
         best_metric: str | None = "val_mpjpe", run_meta: Mapping[str, Any] | None = None,
         batch_is_global: bool = True, async_checkpoints: bool = True,
-        stream: TextIO | None = None) -> TrainState:
+        stream: TextIO | None = None, stop_on_sigterm: bool = True) -> TrainState:
     """Train for `total_steps` steps, resuming from the newest checkpoint in `workdir`.
 
     The data order is a function of the step only: step s trains on `batch_at(s)`, so a run
@@ -288,6 +313,8 @@ def fit(model: Any, loss_fn: LossFn, tx: optax.GradientTransformation, init_stat
         whose checkpoint has different settings raises ValueError.
       async_checkpoints: write checkpoints in the background.
       stream: where progress lines go (default stdout).
+      stop_on_sigterm: on SIGTERM (single-process runs), checkpoint after the current step and
+        return early; the returned state's `step` is then below `total_steps`.
     Returns:
       The final state (replicated on `mesh`).
     """
@@ -321,6 +348,8 @@ def fit(model: Any, loss_fn: LossFn, tx: optax.GradientTransformation, init_stat
                               apply_kwargs=apply_kwargs)
     put = shard_global_batch if batch_is_global else shard_batch
     logger = None
+    out = stream or sys.stdout
+    sigterm = _SigtermFlag(stop_on_sigterm)
     try:
         for step in range(start, total_steps):
             batch = check_batch(batch_at(step), step)
@@ -342,12 +371,17 @@ def fit(model: Any, loss_fn: LossFn, tx: optax.GradientTransformation, init_stat
             if eval_every and (done % eval_every == 0 or done == total_steps):
                 evaluation = {k: float(v) for k, v in eval_fn(state, done).items()}
                 logger.log_eval(done, evaluation)
-            if done % checkpoint_every == 0 or done == total_steps or evaluation is not None:
+            if (done % checkpoint_every == 0 or done == total_steps or evaluation is not None
+                    or sigterm.requested):
                 meta = {"run": run_meta, "step": done, "total_steps": total_steps,
                         "images_seen": done * global_size, "wall_time": time.time()}
                 ranked = evaluation if (evaluation and best_metric in evaluation) else None
                 ckpt.save(done, state, meta, ranked)
+            if sigterm.requested:
+                print(f"SIGTERM: checkpointed step {done}, stopping", file=out, flush=True)
+                break
     finally:
+        sigterm.restore()
         ckpt.close()  # waits for the background save
         if logger is not None:
             logger.close()

@@ -42,9 +42,10 @@ def _uninterrupted(workdir):
         log_every=1, run_meta={"test": "kill"}, stream=io.StringIO()))
 
 
-def test_sigkill_mid_run_then_resume_reaches_same_parameters(tmp_path):
-    """A subprocess is SIGKILLed after its first checkpoint, restarted, and ends with the same
-    state, bit for bit, as an uninterrupted run (same device count, same compiled program)."""
+def test_sigkill_sigterm_resume_reaches_same_parameters(tmp_path):
+    """A training subprocess is SIGKILLed after its first checkpoint; restarted, it is stopped
+    by SIGTERM (checkpoint, clean exit); restarted again it finishes, with the same state, bit
+    for bit, as an uninterrupted run (same device count, same compiled program)."""
     killed = tmp_path / "killed"
     log = open(tmp_path / "first.log", "w")
     proc = subprocess.Popen(_fit_cmd(killed, sleep_s=0.4), env=_env(), stdout=log,
@@ -64,11 +65,31 @@ def test_sigkill_mid_run_then_resume_reaches_same_parameters(tmp_path):
     assert proc.returncode == -signal.SIGKILL
     killed_at = C.latest_step(killed / "checkpoints")
     assert killed_at is not None and killed_at < TOTAL  # really killed mid-run
+    # Second run: resumes, then gets SIGTERM (preemption notice): checkpoints and exits cleanly.
+    proc = subprocess.Popen(_fit_cmd(killed, sleep_s=0.4), env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("step ") and int(line.split()[1].split("/")[0]) >= killed_at + 2:
+                proc.send_signal(signal.SIGTERM)
+                break
+        rest, _ = proc.communicate(timeout=60)
+        lines.append(rest)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = "".join(lines)
+    assert proc.returncode == 0, out[-3000:]
+    assert f"resuming from checkpoint step {killed_at}" in out
+    stopped_at = int(out.split("SIGTERM: checkpointed step ")[1].split(",")[0])
+    assert killed_at + 2 <= stopped_at < TOTAL and C.latest_step(killed / "checkpoints") == stopped_at
+    # Third run: resumes and finishes.
     resumed = subprocess.run(_fit_cmd(killed, sleep_s=0.0), env=_env(), capture_output=True,
                              text=True, timeout=180)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
-    first_line = [ln for ln in resumed.stdout.splitlines() if ln.startswith("resuming")][0]
-    assert int(first_line.split()[4]) >= EVERY
+    assert f"resuming from checkpoint step {stopped_at}" in resumed.stdout
     # Metrics file: every step exactly once, although some steps were run twice.
     steps = [json.loads(x)["step"] for x in open(killed / "metrics.jsonl")]
     assert steps == list(range(1, TOTAL + 1))
