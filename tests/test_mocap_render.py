@@ -176,3 +176,54 @@ def test_render_sizes_of_configs_are_supported():
     bad = mr.MocapRenderConfig(name="bad", res=50)
     with pytest.raises(ValueError, match="unsupported image size"):
         mr.render_frames(next(mr.split_frames(CFG, "train")), bad)
+
+
+def test_retarget_scales_bones_keeps_angles_and_floor_contact():
+    from hourglass_jax.data import mocap
+
+    src = np.asarray(mocap.load_clip("walk").joints)
+    bones = dict(zip(subjects.BONE_GROUPS, (0.9, 1.1, 1.05, 0.95, 1.0, 1.08, 0.92, 1.1, 0.9)))
+    out = subjects.retarget(src, bones)
+    for child, parent in subjects.PARENT.items():
+        v0, v1 = src[:, child] - src[:, parent], out[:, child] - out[:, parent]
+        f = bones[subjects.BONE_GROUP[child]]
+        np.testing.assert_allclose(np.linalg.norm(v1, axis=-1), f * np.linalg.norm(v0, axis=-1),
+                                   rtol=1e-12)
+        np.testing.assert_allclose(v1, f * v0, atol=1e-9)  # same direction: same joint angles
+    np.testing.assert_allclose(out[..., 1].min(1), src[..., 1].min(1), atol=1e-9)
+    with pytest.raises(ValueError, match="missing"):
+        subjects.retarget(src, {"hip": 1.0})
+    with pytest.raises(ValueError, match=r"\(F, 16, 3\)"):
+        subjects.retarget(src[:, :15], bones)
+
+
+def test_subactions_mirror_and_slow_down():
+    a = subjects.sequence_motion("S5", "kick", 1, 10.0)
+    b = subjects.sequence_motion("S5", "kick", 2, 10.0)
+    # Played 20% slower: 1.25x the frames (within one frame of rounding).
+    assert abs(len(b) - 1.25 * (len(a) - 1) - 1) <= 1.0
+    # Mirrored: world x negated and left/right labels swapped; bone lengths stay.
+    np.testing.assert_allclose(bone_lengths(b).mean(0), bone_lengths(a).mean(0), rtol=1e-6)
+    m = subjects.mirror(a)
+    np.testing.assert_allclose(subjects.mirror(m), a, atol=1e-12)
+    from hourglass_jax.skeleton import FLIP_PERMUTATION
+    np.testing.assert_allclose(m[:, FLIP_PERMUTATION, 0], -a[..., 0], atol=1e-12)
+    with pytest.raises(ValueError, match="unknown subaction"):
+        subjects.sequence_motion("S5", "kick", 3, 10.0)
+    with pytest.raises(ValueError, match="unknown subject.*valid subjects"):
+        subjects.sequence_motion("S3", "kick", 1, 10.0)
+    with pytest.raises(ValueError, match="unknown action.*valid actions"):
+        subjects.sequence_motion("S1", "swim", 1, 10.0)
+
+
+def test_cameras_are_h36m_like_and_see_the_subject():
+    for cam in subjects.CAMERAS:
+        pos = subjects.camera_position(cam)
+        assert 4400 <= np.hypot(pos[0], pos[2]) <= 5600 and 1400 <= pos[1] <= 2000
+        rot, t = geometry.look_at_camera(pos, np.array(subjects.LOOK_AT_MM), np.array([0., 1, 0]))
+        k = subjects.camera_intrinsics(cam)
+        for action in subjects.ACTIONS:
+            w = subjects.sequence_motion("S11", action, 1, 10.0)
+            uv = geometry.project(geometry.world_to_camera(w, rot, t), k)
+            # The pelvis stays inside the nominal 1000 x 1000 video in every frame.
+            assert np.all((uv[:, ROOT] > 0) & (uv[:, ROOT] < 1000)), (cam.name, action)

@@ -282,6 +282,24 @@ def visibility(joints: jax.Array, appearance: Appearance, occluders: Occluders) 
     return ~jnp.any(blocked, axis=1)
 
 
+def _first_hit(d: jax.Array, a: jax.Array, b: jax.Array, r: jax.Array):
+    """Nearest hit over capsules, one capsule at a time (keeps the working set at (R, R):
+    the all-capsules-at-once form is memory-bound on CPU).
+
+    Returns t_min (R, R) mm along the ray (+inf: miss) and nearest (R, R) int32 capsule index.
+    """
+    def step(carry, cap):
+        t_best, i_best = carry
+        aa, bb, rr, i = cap
+        t = _ray_capsule(d[..., None, :], aa[None], bb[None], rr[None])[..., 0]
+        closer = t < t_best
+        return (jnp.where(closer, t, t_best), jnp.where(closer, i, i_best)), None
+
+    init = (jnp.full(d.shape[:-1], jnp.inf, d.dtype), jnp.zeros(d.shape[:-1], jnp.int32))
+    (t_min, nearest), _ = jax.lax.scan(step, init, (a, b, r, jnp.arange(a.shape[0])))
+    return t_min, nearest
+
+
 def render(joints: jax.Array, intrinsics: jax.Array, appearance: Appearance, scene: Scene,
            occluders: Occluders, res: int) -> RenderOutput:
     """Draw one person into a res x res crop (not jitted; see `render_batch`).
@@ -297,9 +315,7 @@ def render(joints: jax.Array, intrinsics: jax.Array, appearance: Appearance, sce
     res = check_size(res)
     d = _rays(intrinsics, res)
     a, b, r = _all_capsules(joints, appearance, occluders)
-    t = _ray_capsule(d[..., None, :], a, b, r)  # (R, R, C)
-    nearest = jnp.argmin(t, axis=-1)
-    t_min = jnp.min(t, axis=-1)
+    t_min, nearest = _first_hit(d, a, b, r)
     hit = jnp.isfinite(t_min)
     p = jnp.where(hit, t_min, 0.0)[..., None] * d
     # Shading: Lambert with an ambient term, normals from the capsule axis.
