@@ -439,7 +439,13 @@ def test_figure5_and_combined_report(tmp_path):
     _assert_png(str(out / "fig5_labelled_subjects.png"))
     assert json.load(open(out / "report.json"))["fig5"]["points"]["MPJPE"]["baseline"][1] == [2, 80.0, None, 1]
     assert "| subject_s2 / bone | 1 | 75.0 | 70.0 | 55.0 | -6.2% |" in proc.stdout
+    # A work directory without results: the CLI fails naming the file, after the reports before it.
     os.remove(os.path.join(w2, "evaluate", "results.json"))
+    proc = subprocess.run([sys.executable, "-m", "experiments.report", f"--workdirs={w1},{w2}"],
+                          capture_output=True, text=True, timeout=300,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert proc.returncode != 0 and "s15/evaluate/results.json" in proc.stderr
+    assert "[report 1/2]" in proc.stdout
     with pytest.raises(FileNotFoundError, match="s15/evaluate/results.json"):
         report.figure5([w1, w2], str(tmp_path / "x.png"))
 
