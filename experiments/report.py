@@ -810,25 +810,34 @@ def write_combined_report(workdirs: Sequence[str], out_dir: str) -> str:
     return text
 
 
+def report_workdirs(workdirs: Sequence[str], out: str = "") -> str:
+    """What the CLI does: each work directory's report, then (several, or `out` given) the combined
+    report in `out` (default `report_combined` in their common parent). Prints progress lines;
+    returns the markdown to show (the single report, or the combined one)."""
+    workdirs = [w for w in workdirs if w]
+    if not workdirs:
+        raise ValueError("no work directories given")
+    text = ""
+    for i, w in enumerate(workdirs):
+        text = write_report(w)
+        print(f"[report {i + 1}/{len(workdirs)}] {os.path.join(os.path.abspath(w), 'report', 'report.md')}",
+              flush=True)
+    if len(workdirs) > 1 or out:
+        out = out or os.path.join(os.path.commonpath([os.path.abspath(w) for w in workdirs]),
+                                  "report_combined")
+        text = write_combined_report(workdirs, out)
+        print(f"[report] combined report in {out}", flush=True)
+    return text
+
+
 def main(argv: Sequence[str]) -> None:
     from absl import app
 
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    workdirs = [w for w in _WORKDIRS.value or [] if w]
-    if not workdirs:
+    if not _WORKDIRS.value:
         raise app.UsageError("--workdirs is required, e.g. --workdirs=runs/s1,runs/s15")
-    for i, w in enumerate(workdirs):
-        text = write_report(w)
-        print(f"[report {i + 1}/{len(workdirs)}] {os.path.join(os.path.abspath(w), 'report', 'report.md')}",
-              flush=True)
-        if len(workdirs) == 1:
-            print(text)
-    if len(workdirs) > 1 or _OUT.value:
-        out = _OUT.value or os.path.join(
-            os.path.commonpath([os.path.abspath(w) for w in workdirs]), "report_combined")
-        print(write_combined_report(workdirs, out))
-        print(f"[report] combined report in {out}", flush=True)
+    print(report_workdirs(_WORKDIRS.value, _OUT.value))
 
 
 if __name__ == "__main__":
