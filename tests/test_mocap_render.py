@@ -110,8 +110,8 @@ def test_visible_flags_agree_with_a_sampled_depth_test(tiny):
         cam = subjects.CAMERAS[subjects.CAMERA_NAMES.index(_text(ex["camera"]))]
         rot, t = geometry.look_at_camera(subjects.camera_position(cam),
                                          np.array(subjects.LOOK_AT_MM), np.array([0.0, 1, 0]))
-        _, _, ends, orad, _ = mr._scene_inputs(rot[None], t[None], joints[None],
-                                               np.array([mr._seed(seq)]), CFG.occluder_prob)
+        _, _, ends, orad, _ = mr._scene_inputs(rot[None], t[None], np.array([mr._seed(seq)]),
+                                               CFG.occluder_prob)
         if orad[0, 0] > 0:
             a = np.concatenate([a, ends[0, :, 0]])
             b = np.concatenate([b, ends[0, :, 1]])

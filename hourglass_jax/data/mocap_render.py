@@ -175,7 +175,7 @@ def pretrain_frames(cfg: MocapRenderConfig, subject: str) -> Iterator[Frames]:
             scene_seed=np.array([_seed(seq)], np.uint32))
 
 
-def _scene_inputs(cam_r, cam_t, joints_cam, seeds, occluder_prob):
+def _scene_inputs(cam_r, cam_t, seeds, occluder_prob):
     """Light, background parameters and occluders per frame, fixed per sequence by its seed.
 
     Returns light (N, 3), bg (N, BG_PARAMS), occluder ends (N, 1, 2, 3) mm camera frame,
@@ -253,8 +253,8 @@ def render_inputs(fr: Frames, cfg: MocapRenderConfig) -> RenderInputs:
     uv = geometry.project(fr.joints_cam, fr.intrinsics)
     center, scale = crop_box(uv)
     k_crop = crop_intrinsics(fr.intrinsics, center, scale, res)
-    light, bg, ends, radii, colors = _scene_inputs(fr.cam_r, fr.cam_t, fr.joints_cam,
-                                                   fr.scene_seed, cfg.occluder_prob)
+    light, bg, ends, radii, colors = _scene_inputs(fr.cam_r, fr.cam_t, fr.scene_seed,
+                                                   cfg.occluder_prob)
     app = [subj.appearance_arrays(s) for s in fr.subject]
     appearance = rnd.Appearance(np.stack([a[0] for a in app]), np.stack([a[1] for a in app]),
                                 np.stack([a[2] for a in app]))
@@ -419,10 +419,11 @@ def load(config: str = "small", data_dir: str | os.PathLike | None = None,
     """
     if data_dir is not None and os.path.exists(data_dir) and not os.path.isdir(data_dir):
         raise ValueError(f"data_dir {os.fspath(data_dir)!r} is a file, not a directory")
+    names = [c.name for c in CONFIGS]
+    if config not in names:
+        raise ValueError(f"unknown mocap_render config {config!r}; valid: {', '.join(names)}")
     try:
         b = builder(config, data_dir)
-    except ValueError:
-        raise
     except Exception as e:  # tfds raises assorted errors on broken dataset_info.json
         raise ValueError(f"corrupt mocap_render dataset metadata under {data_dir!r}: {e}; "
                          "delete the directory to rebuild") from e

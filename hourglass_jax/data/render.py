@@ -56,11 +56,6 @@ _HEAD = PART_INDEX["head"]
 _PART_A = np.array([p[1] for p in BODY_PARTS])
 _PART_B = np.array([p[2] for p in BODY_PARTS])
 
-# A joint lies inside the capsules that end at it; those never hide it (see `visibility`).
-_JOINT_IN_PART = np.zeros((16, NUM_PARTS), bool)
-for _k, (_n, _a, _b, _m) in enumerate(BODY_PARTS):
-    _JOINT_IN_PART[_a, _k] = _JOINT_IN_PART[_b, _k] = True
-
 _SLACK_MM = 2.0
 BACKGROUND_ID: int = -1  # `part` value of a pixel that shows floor or backdrop.
 
