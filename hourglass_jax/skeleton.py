@@ -35,6 +35,10 @@ BONES: tuple[tuple[int, int], ...] = (
     (11, 10), (14, 15),    # forearms
     (8, 9),                # upper neck - head top
 )
+# Permutation of the bone axis by a flip: left and right bones swap, like their joints.
+BONE_FLIP_PERMUTATION: np.ndarray = np.array(
+    [BONES.index(tuple(int(FLIP_PERMUTATION[j]) for j in bone)) for bone in BONES])
+BONE_FLIP_PERMUTATION.setflags(write=False)
 BONE_NAMES: tuple[str, ...] = tuple(f"{JOINT_NAMES[a]}-{JOINT_NAMES[b]}" for a, b in BONES)
 NUM_BONES: int = len(BONES)
 

@@ -25,7 +25,12 @@ from __future__ import annotations
 import numpy as np
 
 from hourglass_jax import geometry
-from hourglass_jax.skeleton import FLIP_PERMUTATION
+from hourglass_jax.skeleton import BONE_FLIP_PERMUTATION, FLIP_PERMUTATION
+
+# Optional per-joint (16,) and per-bone (11,) sample entries that a flip relabels too (the
+# fine-tuning stage's pseudo-label confidences and per-video bone lengths).
+PER_JOINT_KEYS: tuple[str, ...] = ("confidence",)
+PER_BONE_KEYS: tuple[str, ...] = ("bone_lengths",)
 
 ROTATION_DEG: float = 30.0
 SCALE_RANGE: tuple[float, float] = (0.75, 1.25)
@@ -55,6 +60,12 @@ def flip(sample: dict) -> dict:
     p3[:, 0] = -p3[:, 0]
     out["pose3d"] = p3[FLIP_PERMUTATION].astype(sample["pose3d"].dtype)
     out["visible"] = np.asarray(sample["visible"])[FLIP_PERMUTATION]
+    for key in PER_JOINT_KEYS:
+        if key in sample:
+            out[key] = np.asarray(sample[key])[FLIP_PERMUTATION]
+    for key in PER_BONE_KEYS:
+        if key in sample:
+            out[key] = np.asarray(sample[key])[BONE_FLIP_PERMUTATION]
     k = np.array(sample["intrinsics"], np.float64)
     k[2] = 2.0 * float(sample["center"][0]) - k[2]
     out["intrinsics"] = k.astype(sample["intrinsics"].dtype)

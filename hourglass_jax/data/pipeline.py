@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import grain
 import jax
@@ -175,13 +175,17 @@ class TrainPipeline:
       seed: shuffle and augmentation seed (same seed, same batches).
       subjects, actions: filters (None keeps all); unknown names raise ValueError.
       augment: apply the paper's augmentation.
+      relabel: optional `sample -> sample` applied to each decoded record before augmentation
+        (the fine-tuning stage swaps in pseudo-labels this way, so they are augmented exactly
+        like true labels).
       process_index, process_count: default jax.process_index() / jax.process_count().
     """
 
     def __init__(self, source, *, global_batch_size: int, seed: int,
                  subjects: Sequence[str] | None = None, actions: Sequence[str] | None = None,
                  augment: bool = True, process_index: int | None = None,
-                 process_count: int | None = None):
+                 process_count: int | None = None,
+                 relabel: Callable[[dict], dict] | None = None):
         pc = jax.process_count() if process_count is None else int(process_count)
         pi = jax.process_index() if process_index is None else int(process_index)
         if global_batch_size <= 0 or global_batch_size % pc:
@@ -200,6 +204,8 @@ class TrainPipeline:
         self.steps_per_epoch = len(self.indices) // global_batch_size
         ds = grain.MapDataset.source(_Records(source, self.indices))
         ds = ds.shuffle(seed=seed).repeat(None)  # reshuffled every epoch
+        if relabel is not None:
+            ds = ds.map(relabel)
         if augment:
             ds = ds.random_map(lambda s, rng: aug.random_augment(s, rng), seed=seed + 1)
         ds = ds.map(_finish)
