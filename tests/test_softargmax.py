@@ -184,5 +184,10 @@ def test_predict_pose_mm_recovers_pose_through_geometry():
                    k=3)
     assert got.shape == (2, 16, 3) and conf.shape == (2, 16)
     np.testing.assert_allclose(np.asarray(got), pose, atol=0.5)  # mm, float32 at 4-5 m depth
+    # Fine-tuning differentiates a mm-space loss through the geometry into the volume.
+    g = jax.grad(lambda v: jnp.sum(predict_pose_mm(v, intr, center, scale, root[:, 2], spec,
+                                                   3)[0] ** 2))(jnp.asarray(vols, jnp.float32))
+    g = np.asarray(g)
+    assert np.all(np.isfinite(g)) and np.all(np.any(g != 0, axis=(2, 3, 4)))
     with pytest.raises(ValueError, match="VolumeSpec"):
         predict_pose_mm(jnp.zeros((2, 16, 4, 8, 8)), intr, center, scale, root[:, 2], spec)
