@@ -218,3 +218,29 @@ def test_rendered_limbs_move_with_their_joints(flip, rot, scale):
         np.testing.assert_allclose(mid1, crop_map(mid0), atol=1e-3, err_msg=name)
         # Area scales by 1 / scale^2 (nothing left the crop).
         assert abs(mask1.sum() * scale**2 - mask0.sum()) < 0.1 * mask0.sum(), name
+
+
+def test_warp_image_is_bilinear_sampling_at_the_mapped_points():
+    """Pillow's warp equals float64 bilinear interpolation at out_to_in @ (u, v, 1) (pixel
+    centres at integers), for uint8 RGB and float images, away from the border."""
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (32, 32, 3)).astype(np.uint8)
+    th = np.deg2rad(17.0)
+    m = np.array([[0.9 * np.cos(th), 0.9 * np.sin(th), 2.3],
+                  [-0.9 * np.sin(th), 0.9 * np.cos(th), 4.1]])
+    v, u = np.mgrid[0:32, 0:32].astype(np.float64)
+    x = m[0, 0] * u + m[0, 1] * v + m[0, 2]
+    y = m[1, 0] * u + m[1, 1] * v + m[1, 2]
+    ok = (x >= 0) & (x <= 30.99) & (y >= 0) & (y <= 30.99)
+    x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
+    x0, y0 = np.clip(x0, 0, 30), np.clip(y0, 0, 30)
+    wx, wy = (x - x0)[..., None], (y - y0)[..., None]
+    f = img.astype(np.float64)
+    ref = ((1 - wy) * ((1 - wx) * f[y0, x0] + wx * f[y0, x0 + 1])
+           + wy * ((1 - wx) * f[y0 + 1, x0] + wx * f[y0 + 1, x0 + 1]))
+    out8 = augment.warp_image(img, m)
+    assert out8.dtype == np.uint8
+    assert np.abs(out8[ok].astype(np.float64) - ref[ok]).max() <= 1.0
+    outf = augment.warp_image(img.astype(np.float32) / 255, m)
+    np.testing.assert_allclose(outf[ok], ref[ok] / 255, atol=1e-5)
+    assert np.all(outf[(x < -1) | (y < -1) | (x > 32) | (y > 32)] == 0)  # outside: zero

@@ -16,13 +16,14 @@ An augmented sample is again exactly what a pinhole camera sees, so every downst
 * Scale by s: the crop box grows by s (scale' = s * scale); the person looks smaller for s > 1.
   The 3D pose and the camera are unchanged.
 
-Samples are dicts of numpy arrays: image (R, R, 3) float32 in [0, 1], pose3d (16, 3) mm camera
+Samples are dicts of numpy arrays: image (R, R, 3) uint8 or float, pose3d (16, 3) mm camera
 frame, pose2d (16, 2) crop px, visible (16,) bool, intrinsics (4,) image px, center (2,) image
 px, scale (); other keys pass through.
 """
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
 
 from hourglass_jax import geometry
 from hourglass_jax.skeleton import BONE_FLIP_PERMUTATION, FLIP_PERMUTATION
@@ -80,27 +81,30 @@ def _compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def warp_image(image: np.ndarray, out_to_in: np.ndarray) -> np.ndarray:
     """Bilinear warp: out[v, u] = image at out_to_in @ (u, v, 1); zero outside the image.
 
+    Runs in Pillow (C): uint8 RGB images as one RGB warp, float images channel by channel in
+    32-bit float mode.
+
     Args:
-      image: (R, R, C) float. out_to_in: (2, 3) affine, crop px (pixel centres at integers).
+      image: (R, R, C) uint8 (C = 3) or float. out_to_in: (2, 3) affine in crop px with pixel
+        centres at integers.
     Returns:
-      (R, R, C) float32.
+      (R, R, C), uint8 for uint8 input, else float32.
     """
     res = image.shape[0]
-    v, u = np.meshgrid(np.arange(res, dtype=np.float64), np.arange(res, dtype=np.float64),
-                       indexing="ij")
-    x = out_to_in[0, 0] * u + out_to_in[0, 1] * v + out_to_in[0, 2]
-    y = out_to_in[1, 0] * u + out_to_in[1, 1] * v + out_to_in[1, 2]
-    x0, y0 = np.floor(x).astype(np.int64), np.floor(y).astype(np.int64)
-    wx, wy = (x - x0)[..., None], (y - y0)[..., None]
-    img = np.asarray(image, np.float32)
+    m = np.asarray(out_to_in, np.float64)
+    # Pillow puts pixel k at [k, k + 1): shift both sides by half a pixel.
+    off = m[:, 2] - 0.5 * (m[:, 0] + m[:, 1]) + 0.5
+    data = (m[0, 0], m[0, 1], off[0], m[1, 0], m[1, 1], off[1])
 
-    def tap(yy, xx):
-        ok = (xx >= 0) & (xx < res) & (yy >= 0) & (yy < res)
-        return img[np.clip(yy, 0, res - 1), np.clip(xx, 0, res - 1)] * ok[..., None]
+    def warp(img: Image.Image) -> Image.Image:
+        return img.transform((res, res), Image.Transform.AFFINE, data,
+                             resample=Image.Resampling.BILINEAR, fillcolor=0)
 
-    out = ((1 - wy) * ((1 - wx) * tap(y0, x0) + wx * tap(y0, x0 + 1))
-           + wy * ((1 - wx) * tap(y0 + 1, x0) + wx * tap(y0 + 1, x0 + 1)))
-    return out.astype(np.float32)
+    if image.dtype == np.uint8 and image.shape[-1] == 3:
+        return np.asarray(warp(Image.fromarray(image, "RGB")))
+    chans = [np.asarray(warp(Image.fromarray(np.ascontiguousarray(image[..., c], np.float32),
+                                             "F"))) for c in range(image.shape[-1])]
+    return np.stack(chans, -1).astype(np.float32)
 
 
 def rotate_scale(sample: dict, rotation_deg: float, scale_factor: float) -> dict:

@@ -123,9 +123,8 @@ def select(meta: Metadata, subjects: Sequence[str] | None = None,
 
 
 def decode(record: dict, index: int) -> dict:
-    """A tfds record -> a pipeline sample (image float32 in [0, 1], text as str, pose3d_rel)."""
-    img = np.asarray(record["image"])
-    out = {"image": img.astype(np.float32) / 255.0}
+    """A tfds record -> a pipeline sample (image still uint8, text as str, numpy scalars)."""
+    out = {"image": np.asarray(record["image"], np.uint8)}
     for k in _FLOAT_KEYS:
         out[k] = np.asarray(record[k], np.float32)
     out["visible"] = np.asarray(record["visible"], bool)
@@ -141,7 +140,10 @@ def decode(record: dict, index: int) -> dict:
 
 
 def _finish(sample: dict) -> dict:
+    """Last step per sample: image to float32 in [0, 1] and the root-relative pose."""
     sample = dict(sample)
+    if sample["image"].dtype == np.uint8:
+        sample["image"] = sample["image"].astype(np.float32) / np.float32(255.0)
     sample["pose3d_rel"] = sample["pose3d"] - sample["pose3d"][ROOT:ROOT + 1]
     return sample
 
