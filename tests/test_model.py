@@ -131,15 +131,16 @@ def test_frozen_detector_gets_no_gradient_and_keeps_stats():
         jax.tree_util.tree_leaves(variables["batch_stats"]["detector"])))
 
 
-def test_bfloat16_compute_keeps_float32_params_and_outputs():
-    cfg = dataclasses.replace(CFG, dtype=jnp.bfloat16)
-    model = VolumetricHourglass(cfg)
-    variables = model.init(jax.random.key(1), _images(), train=False)
-    assert {a.dtype for a in jax.tree_util.tree_leaves(variables)} == {jnp.dtype(jnp.float32)}
-    out = model.apply(variables, _images(), train=False)
+def test_bfloat16_compute_keeps_float32_params_and_outputs(full):
+    ref_model, ref_vars = full
+    model = VolumetricHourglass(dataclasses.replace(CFG, dtype=jnp.bfloat16))
+    shapes = jax.eval_shape(lambda: model.init(jax.random.key(1), _images(), train=False))
+    assert {a.dtype for a in jax.tree_util.tree_leaves(shapes)} == {jnp.dtype(jnp.float32)}
+    assert jax.tree_util.tree_structure(shapes) == jax.tree_util.tree_structure(ref_vars)
+    out = model.apply(ref_vars, _images(), train=False)
     assert out["volume"].dtype == jnp.float32 and out["heatmaps2d"].dtype == jnp.float32
     # Same parameters in float32: bf16 has ~3 significant digits, so only loosely equal.
-    ref = VolumetricHourglass(CFG).apply(variables, _images(), train=False)
+    ref = ref_model.apply(ref_vars, _images(), train=False)
     for key in ("volume", "heatmaps2d"):
         err = np.abs(np.asarray(out[key]) - np.asarray(ref[key]))
         assert err.max() < 0.05 * np.abs(np.asarray(ref[key])).max()  # measured ~0.01
