@@ -88,9 +88,11 @@ def built(release, tmp_path_factory):
     root, poses = release
     cfg = h36m.H36MConfig(name="fixture", res=RES, train_subjects=("S1",),
                           validation_subjects=("S11",))
-    b = h36m.prepare(root, cfg, tmp_path_factory.mktemp("tfds"))
+    data_dir = tmp_path_factory.mktemp("tfds")
+    b = h36m.prepare(root, cfg, data_dir)
     src = b.as_data_source()
-    return {k: [src[k][i] for i in range(len(src[k]))] for k in ("train", "validation")}, poses
+    recs = {k: [src[k][i] for i in range(len(src[k]))] for k in ("train", "validation")}
+    return recs, poses, (data_dir, cfg)
 
 
 def _text(x) -> str:
@@ -98,7 +100,7 @@ def _text(x) -> str:
 
 
 def test_splits_actions_subactions_and_frame_subsampling(built):
-    recs, _ = built
+    recs, _, _ = built
     seen = {(_text(r["subject"]), _text(r["action"]), int(r["subaction"]), _text(r["camera"]),
              int(r["frame"])) for r in recs["train"]}
     want = {("S1", "Walking", sub, "55011271", f) for sub in (1, 2) for f in range(3)}
@@ -114,7 +116,7 @@ def test_splits_actions_subactions_and_frame_subsampling(built):
 
 
 def test_joints_cameras_and_crops_match_the_release(built):
-    recs, poses = built
+    recs, poses, _ = built
     base_of = {("S1", "Walking", 1): "Walking", ("S1", "Walking", 2): "Walking 1",
                ("S1", "Photo", 1): "TakingPhoto 1", ("S11", "Directions", 2): "Directions 1"}
     for r in recs["train"] + recs["validation"]:
@@ -204,3 +206,32 @@ def test_preprocessed_layout(tmp_path):
         f["S"] = np.zeros((2, 16, 3))
     with pytest.raises(realdata.LayoutError, match=r"S has shape \(2, 16, 3\), expected \(2, 17, 3\)"):
         list(h36m.preprocessed_examples(str(tmp_path), "validation", ("S9",), RES))
+
+
+def _load_config(name: str):
+    import importlib
+    return importlib.import_module(f"experiments.configs.{name}").get_config()
+
+
+def test_paper_configs_name_the_protocols_and_fail_clearly_until_prepared(built, tmp_path):
+    acts = set(h36m.ACTIONS)
+    half, hard = _load_config("h36m_action_half"), _load_config("h36m_action_hard")
+    for c in (half, hard):
+        lab, unl = set(c.data.labelled_actions), set(c.data.unlabelled_actions)
+        assert lab | unl == acts and not lab & unl and lab <= acts
+    assert set(hard.data.unlabelled_actions) == {"Photo", "Purchases", "Sitting", "SittingDown"}
+    assert len(half.data.labelled_actions) == 8
+    for name, lab in (("h36m_subject_s1", "S1"), ("h36m_subject_s15", "S1 S5"),
+                      ("h36m_subject_s156", "S1 S5 S6"), ("h36m_subject_s1567", "S1 S5 S6 S7")):
+        c = _load_config(name)
+        assert c.data.dataset == "h36m" and c.data.labelled_subjects == tuple(lab.split())
+        assert set(c.data.labelled_subjects) | set(c.data.unlabelled_subjects) == set(
+            h36m.TRAIN_SUBJECTS)
+        assert c.data.validation_subjects == ("S9", "S11") and c.model.name == "paper"
+    dp = _load_config("h36m_discussion_phoning")
+    assert dp.data.labelled_actions == ("Discussion",) and dp.data.unlabelled_actions == ("Phoning",)
+    # Not prepared: a clear error that says how to prepare it.
+    with pytest.raises(ValueError, match=r"h36m/full is not prepared in .*hourglass_jax\.data\.prepare h36m"):
+        realdata.require_prepared("h36m", tmp_path, "full")
+    realdata.require_prepared("h36m", *built[2])  # the fixture build passes
+    realdata.require_prepared("mocap_render", tmp_path)  # the embedded default is not checked here

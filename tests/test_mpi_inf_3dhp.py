@@ -207,3 +207,20 @@ def test_bad_input_is_a_clear_error(built, tmp_path):
     (tmp_path / "cal").write_text("Fs\nname 0\n  size 10 10\n")
     with pytest.raises(realdata.LayoutError, match="no 'name' / 'intrinsic' camera blocks"):
         m3.read_calibration(str(tmp_path / "cal"))
+
+
+def test_paper_configs(tmp_path):
+    import importlib
+    s1 = importlib.import_module("experiments.configs.mpi3dhp_subject_s1").get_config()
+    assert s1.data.dataset == "mpi_inf_3dhp" and s1.data.labelled_subjects == ("S1",)
+    assert s1.data.unlabelled_subjects == tuple(f"S{i}" for i in range(2, 9))
+    scenes = {ts: scene for scene, seqs in s1.evaluate.scenes.items() for ts in seqs}
+    assert scenes == m3.SCENES and s1.data.validation_subjects == m3.TEST_SEQUENCES
+    cross = importlib.import_module("experiments.configs.mpi3dhp_cross_h36m").get_config()
+    assert cross.data.dataset == "h36m" and cross.data.unlabelled_dataset == "mpi_inf_3dhp"
+    unl = [s.split("/")[0] for s in cross.data.unlabelled_sequences]
+    val = [s.split("/")[0] for s in cross.data.validation_sequences]
+    assert len(unl) == 5 and set(unl) <= {"S1", "S2", "S3", "S4", "S5"}
+    assert len(val) == 3 and set(val) <= {"S6", "S7", "S8"}
+    with pytest.raises(ValueError, match=r"mpi_inf_3dhp/full is not prepared .*prepare mpi_inf_3dhp"):
+        realdata.require_prepared("mpi_inf_3dhp", tmp_path, "full")

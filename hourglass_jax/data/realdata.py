@@ -174,14 +174,16 @@ def make_example(frame: np.ndarray, pose3d: np.ndarray | None, pose2d_img: np.nd
 
 
 def require_prepared(dataset: str, data_dir: str | os.PathLike | None,
-                     builder_config: str = "small") -> None:
+                     builder_config: str | tfds.core.BuilderConfig = "small") -> None:
     """Raise ValueError, saying how to prepare it, unless `dataset`/`builder_config` is built.
 
     Args:
       dataset: "h36m", "mpi_inf_3dhp" or "mpii" (REAL_DATASETS); other names (the embedded
         default) are not checked here.
       data_dir: the TFDS data directory the experiment reads.
-      builder_config: "small" or "full".
+      builder_config: "small", "full" or a builder's config object.
+    Raises:
+      ValueError: the dataset is not built in data_dir (the message says how to build it).
     """
     if dataset not in REAL_DATASETS:
         return
@@ -190,5 +192,5 @@ def require_prepared(dataset: str, data_dir: str | os.PathLike | None,
     b = mod.builder(builder_config, data_dir)
     if not b.is_prepared():
         raise ValueError(
-            f"dataset {dataset}/{builder_config} is not prepared in {b.data_dir!r}. It is a manual "
+            f"dataset {dataset}/{b.builder_config.name} is not prepared in {b.data_dir!r}. It is a manual "
             f"download: {mod.PREPARE_HINT} (see docs/datasets.md)")
