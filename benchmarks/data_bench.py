@@ -19,6 +19,7 @@ about 2 minutes on 2 CPU cores).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -123,6 +124,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batches", type=int, default=30, help="timed pipeline batches")
     ap.add_argument("--render_batches", type=int, default=8, help="timed render batches")
     ap.add_argument("--no_train", action="store_true", help="skip the training comparison")
+    ap.add_argument("--data_dir", default=None,
+                    help="TFDS data_dir holding the dataset (default: build into the cache)")
     a = ap.parse_args(argv)
     cfg = next((c for c in mr.CONFIGS if c.name == a.config), None)
     if cfg is None:
@@ -133,7 +136,8 @@ def main(argv: list[str] | None = None) -> None:
     result["render"] = bench_render(cfg, a.render_batches)
     _log("dataset ...")
     t0 = time.perf_counter()
-    data_dir = mr.cached_data_dir(cfg.name)
+    with contextlib.redirect_stdout(sys.stderr):  # TFDS prints build notes on stdout
+        data_dir = a.data_dir or mr.cached_data_dir(cfg.name)
     result["dataset_ready_s"] = round(time.perf_counter() - t0, 1)
     src = mr.load(cfg.name, data_dir, build=False)["train"]
     result["pipeline"] = bench_pipeline(src, a.batch, a.batches)

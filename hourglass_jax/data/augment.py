@@ -78,6 +78,12 @@ def _compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.concatenate([a[:, :2] @ b[:, :2], (a[:, :2] @ b[:, 2] + a[:, 2])[:, None]], 1)
 
 
+def _invert(a: np.ndarray) -> np.ndarray:
+    """Inverse of a 2x3 affine map."""
+    lin = np.linalg.inv(a[:, :2])
+    return np.concatenate([lin, (-lin @ a[:, 2])[:, None]], 1)
+
+
 def warp_image(image: np.ndarray, out_to_in: np.ndarray) -> np.ndarray:
     """Bilinear warp: out[v, u] = image at out_to_in @ (u, v, 1); zero outside the image.
 
@@ -122,8 +128,7 @@ def rotate_scale(sample: dict, rotation_deg: float, scale_factor: float) -> dict
     old_inv = geometry.crop_affine_inverse(center, scale, res)             # old crop -> image
     new = geometry.crop_affine(center, new_scale, res, rotation_deg)       # image -> new crop
     crop_map = _compose(new, old_inv)                                      # old crop -> new crop
-    inv_map = _compose(geometry.crop_affine(center, scale, res),
-                       geometry.crop_affine_inverse(center, new_scale, res, rotation_deg))
+    inv_map = _invert(crop_map)                                            # new crop -> old crop
     out = dict(sample)
     out["image"] = warp_image(sample["image"], inv_map)
     p2 = geometry.apply_affine(crop_map, np.asarray(sample["pose2d"], np.float64))
