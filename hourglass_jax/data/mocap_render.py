@@ -485,3 +485,22 @@ def cached_data_dir(config: str = "tiny", root: str | os.PathLike | None = None)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
     return data_dir
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m hourglass_jax.data.mocap_render --config small --data_dir DIR`: build and
+    print the split sizes."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("--config", default="small", help="small, full or tiny")
+    ap.add_argument("--data_dir", default=None, help="TFDS data_dir (default: TFDS's)")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    t0 = time.time()
+    sources = load(a.config, a.data_dir, build=True)
+    print({k: len(v) for k, v in sources.items()}, f"ready in {time.time() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
