@@ -7,7 +7,7 @@ with 2 or 8 stacks are published there). Its state-dict keys, for stack i:
   pre.1, pre.3, pre.4              Residual blocks (pre.2 is a pool)   -> Residual_0, _1, _2
   hgs.i.0.{up1,low1,low2,low3}     recursive Hourglass (low2 nests)    -> stack{i}/Hourglass_0
   features.i.0 / features.i.1      Residual + 1x1 conv-BN(-ReLU)       -> stack{i}/Residual_0,
-                                                                          stack{i}/Conv_0, BatchNorm_0
+                                                                   stack{i}/Conv_0, BatchNorm_0
   outs.i.conv                      1x1 heatmap head                    -> head{i}
   merge_features.i.conv.conv       1x1 re-injection of the features    -> reinject_features{i}
   merge_preds.i.conv.conv          1x1 re-injection of the heatmaps    -> reinject_heatmaps{i}

@@ -204,7 +204,8 @@ def test_preprocessed_layout(tmp_path):
     with h5py.File(tmp_path / "annot" / "valid.h5", "a") as f:
         del f["S"]
         f["S"] = np.zeros((2, 16, 3))
-    with pytest.raises(realdata.LayoutError, match=r"S has shape \(2, 16, 3\), expected \(2, 17, 3\)"):
+    with pytest.raises(realdata.LayoutError,
+                       match=r"S has shape \(2, 16, 3\), expected \(2, 17, 3\)"):
         list(h36m.preprocessed_examples(str(tmp_path), "validation", ("S9",), RES))
 
 
@@ -229,9 +230,11 @@ def test_paper_configs_name_the_protocols_and_fail_clearly_until_prepared(built,
             h36m.TRAIN_SUBJECTS)
         assert c.data.validation_subjects == ("S9", "S11") and c.model.name == "paper"
     dp = _load_config("h36m_discussion_phoning")
-    assert dp.data.labelled_actions == ("Discussion",) and dp.data.unlabelled_actions == ("Phoning",)
+    assert dp.data.labelled_actions == ("Discussion",)
+    assert dp.data.unlabelled_actions == ("Phoning",)
     # Not prepared: a clear error that says how to prepare it.
-    with pytest.raises(ValueError, match=r"h36m/full is not prepared in .*hourglass_jax\.data\.prepare h36m"):
+    with pytest.raises(ValueError,
+                       match=r"h36m/full is not prepared in .*hourglass_jax\.data\.prepare h36m"):
         realdata.require_prepared("h36m", tmp_path, "full")
     realdata.require_prepared("h36m", *built[2])  # the fixture build passes
     realdata.require_prepared("mocap_render", tmp_path)  # the embedded default is not checked here

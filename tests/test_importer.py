@@ -200,7 +200,8 @@ def test_published_layout_fills_the_paper_detector():
     want = jax.eval_shape(lambda: model.Detector2D(cfg).init(
         jax.random.key(0), jnp.zeros((1, 256, 256, 3)), train=False))
     assert jax.tree.structure(want) == jax.tree.structure(variables)
-    assert all(a.shape == b.shape for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(variables)))
+    assert all(a.shape == b.shape
+               for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(variables)))
     # And into a VolumetricHourglass: only the detector changes.
     full = jax.eval_shape(lambda: model.VolumetricHourglass(cfg).init(
         jax.random.key(0), jnp.zeros((1, 256, 256, 3)), train=False))

@@ -19,7 +19,8 @@ SIZE = 512   # fixture frames are SIZE x SIZE (the real ones are 2048 x 2048)
 CAMS = (0, 4)
 # 28-joint rows (0-based) of the joints checked below.
 HEAD_TOP28, NECK28, L_SH28, R_SH28, PELVIS28, R_ANKLE28, L_WRIST28 = 7, 5, 9, 14, 4, 25, 11
-TS_K = {"TS1": np.array([420.0, 421.5, 250.0, 262.0]), "TS5": np.array([380.0, 380.0, 240.0, 135.0])}
+TS_K = {"TS1": np.array([420.0, 421.5, 250.0, 262.0]),
+        "TS5": np.array([380.0, 380.0, 240.0, 135.0])}
 TS_SIZE = {"TS1": (SIZE, SIZE), "TS5": (270, 480)}  # (H, W): square studio, wide outdoor
 TS_VALID = {"TS1": np.array([1, 0, 1, 1, 0]), "TS5": np.array([1, 1, 0])}
 TS_ACTIVITY = {"TS1": np.array([1, 1, 3, 7, 2]), "TS5": np.array([6, 6, 5])}
@@ -101,7 +102,8 @@ def _write_test_seq(root, ts, rng, transposed=False):
             f["valid_frame"], f["activity_annotation"] = TS_VALID[ts][None], TS_ACTIVITY[ts][None]
         else:
             f["annot2"], f["annot3"] = a2[:, None], j17[:, None]
-            f["valid_frame"], f["activity_annotation"] = TS_VALID[ts][:, None], TS_ACTIVITY[ts][:, None]
+            f["valid_frame"] = TS_VALID[ts][:, None]
+            f["activity_annotation"] = TS_ACTIVITY[ts][:, None]
     return p28
 
 
@@ -110,7 +112,8 @@ def built(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("3dhp"))
     rng = np.random.default_rng(0)
     train = {seq: _write_train_seq(root, "S1", seq, rng) for seq in (1, 2)}
-    test = {"TS1": _write_test_seq(root, "TS1", rng), "TS5": _write_test_seq(root, "TS5", rng, True)}
+    test = {"TS1": _write_test_seq(root, "TS1", rng),
+            "TS5": _write_test_seq(root, "TS5", rng, transposed=True)}
     cfg = m3.Mpi3dhpConfig(name="fixture", res=RES, train_subjects=("S1",), cameras=CAMS,
                            test_sequences=("TS1", "TS5"))
     b = m3.prepare(root, cfg, tmp_path_factory.mktemp("tfds"))
@@ -183,7 +186,8 @@ def test_bad_input_is_a_clear_error(built, tmp_path):
     # A missing video: the message names it.
     _write_train_seq(str(tmp_path), "S1", 1, rng, cams=(0,))
     _write_train_seq(str(tmp_path), "S1", 2, rng, cams=CAMS)
-    with pytest.raises(realdata.LayoutError, match=r"S1/Seq1 camera 4 video.*S1/Seq1/imageSequence/video_4\.avi"):
+    with pytest.raises(realdata.LayoutError,
+                       match=r"S1/Seq1 camera 4 video.*S1/Seq1/imageSequence/video_4\.avi"):
         m3.check_layout(str(tmp_path), cfg)
     # A truncated video: 3 frames where annot.mat has 7.
     _write_train_seq(str(tmp_path), "S1", 1, rng, cams=CAMS, video_frames=3)
@@ -194,12 +198,14 @@ def test_bad_input_is_a_clear_error(built, tmp_path):
     for c in range(14):
         bad[c, 0] = np.zeros((2, 81))
     scipy.io.savemat(tmp_path / "annot_bad.mat", {"annot3": bad})
-    with pytest.raises(realdata.LayoutError, match=r"annot3\{0\} has shape \(2, 81\), expected \(N, 84\)"):
+    with pytest.raises(realdata.LayoutError,
+                       match=r"annot3\{0\} has shape \(2, 81\), expected \(N, 84\)"):
         m3.read_train_annot(str(tmp_path / "annot_bad.mat"), (0,))
     # A test file with 16 joints, and one that is not HDF5 (e.g. saved as MATLAB v5).
     with h5py.File(tmp_path / "ts_bad.mat", "w") as f:
         f["annot2"], f["annot3"] = np.zeros((4, 1, 16, 2)), np.zeros((4, 1, 16, 3))
-    with pytest.raises(realdata.LayoutError, match=r"annot2 has shape \(4, 1, 16, 2\), expected \(N, 1, 17, 2\)"):
+    with pytest.raises(realdata.LayoutError,
+                       match=r"annot2 has shape \(4, 1, 16, 2\), expected \(N, 1, 17, 2\)"):
         m3.read_test_annot(str(tmp_path / "ts_bad.mat"))
     with pytest.raises(realdata.LayoutError, match="not a MATLAB v7.3"):
         m3.read_test_annot(os.path.join(root, "S1", "Seq1", "annot.mat"))
@@ -222,5 +228,6 @@ def test_paper_configs(tmp_path):
     val = [s.split("/")[0] for s in cross.data.validation_sequences]
     assert len(unl) == 5 and set(unl) <= {"S1", "S2", "S3", "S4", "S5"}
     assert len(val) == 3 and set(val) <= {"S6", "S7", "S8"}
-    with pytest.raises(ValueError, match=r"mpi_inf_3dhp/full is not prepared .*prepare mpi_inf_3dhp"):
+    with pytest.raises(ValueError,
+                       match=r"mpi_inf_3dhp/full is not prepared .*prepare mpi_inf_3dhp"):
         realdata.require_prepared("mpi_inf_3dhp", tmp_path, "full")

@@ -125,7 +125,8 @@ def test_bad_input_is_a_clear_error(tmp_path):
         f["imgname"] = np.array([b"a.jpg"])
         f["center"], f["scale"] = np.zeros((1, 2)), np.ones(1)
         f["part"] = np.zeros((1, 14, 2))  # LSP-style 14 joints, not MPII-16
-    with pytest.raises(realdata.LayoutError, match=r"part has shape \(1, 14, 2\), expected \(1, 16, 2\)"):
+    with pytest.raises(realdata.LayoutError,
+                       match=r"part has shape \(1, 14, 2\), expected \(1, 16, 2\)"):
         mpii.read_annotations(bad)
     with h5py.File(bad, "a") as f:
         del f["center"]

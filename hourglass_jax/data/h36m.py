@@ -210,7 +210,8 @@ def preprocessed_examples(manual_dir: str, split: str, subjects: tuple[str, ...]
         if not m:
             raise LayoutError(f"image name {name!r} does not match "
                               "'S9_Directions_1.54138969_000006.jpg'")
-        subject, base, cam, num = m.group(1), m.group(2).replace("_", " "), m.group(3), int(m.group(4))
+        subject, base, cam = m.group(1), m.group(2).replace("_", " "), m.group(3)
+        num = int(m.group(4))
         if subject not in subjects:
             continue
         if cam not in CAMERA_INTRINSICS:

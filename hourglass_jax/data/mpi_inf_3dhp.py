@@ -189,7 +189,8 @@ def read_test_annot(path: str) -> dict[str, np.ndarray]:
     except OSError as e:
         raise LayoutError(f"{p}: not a MATLAB v7.3 (HDF5) file ({e})") from e
     with f:
-        out = {"annot2": _joints_array(f, "annot2", 2, p), "annot3": _joints_array(f, "annot3", 3, p)}
+        out = {"annot2": _joints_array(f, "annot2", 2, p),
+               "annot3": _joints_array(f, "annot3", 3, p)}
         for key in ("valid_frame", "activity_annotation"):
             if key not in f:
                 raise LayoutError(f"{p}: no dataset '{key}'")

@@ -102,8 +102,9 @@ def examples(manual_dir: str, split: str, res: int) -> Iterator[tuple[str, dict]
     cached_name, frame = None, None
     for i in range(len(a)):
         if a.imgname[i] != cached_name:  # people of one image are consecutive in the files
-            path = realdata.require_file(os.path.join(manual_dir, "images", a.imgname[i]),
-                                         f"MPII image of annotation {i} in annot/{SPLIT_FILES[split]}")
+            path = realdata.require_file(
+                os.path.join(manual_dir, "images", a.imgname[i]),
+                f"MPII image of annotation {i} in annot/{SPLIT_FILES[split]}")
             frame = np.asarray(Image.open(path).convert("RGB"))
             cached_name = a.imgname[i]
         seq = f"{os.path.splitext(a.imgname[i])[0]}/{i}"

@@ -1,4 +1,4 @@
-"""Prepare a manual-download dataset: `python -m hourglass_jax.data.prepare DATASET --manual_dir=DIR`.
+"""Build a manual-download dataset: `python -m hourglass_jax.data.prepare DATASET --manual_dir=DIR`.
 
 DATASET is h36m, mpi_inf_3dhp or mpii (docs/datasets.md lists the layout each expects).
 `--config` is small (64 px crops, default) or full (256 px); `--data_dir` the TFDS data directory

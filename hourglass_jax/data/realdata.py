@@ -7,7 +7,8 @@ unchanged:
   image (R, R, 3) uint8 PNG, the Newell crop of the frame; pose3d (16, 3) float32 mm camera frame
   (absolute); pose2d (16, 2) float32 crop px; visible (16,) bool; intrinsics (4,) float32
   [fx, fy, cx, cy] px of the full frame; center (2,) float32 frame px; scale float32 (box side /
-  200 px); root_depth float32 mm; subject, action, camera, sequence (text); subaction, frame (int32).
+  200 px); root_depth float32 mm; subject, action, camera, sequence (text); subaction, frame
+  (int32).
 
 Builders add `has_pose3d` (bool): False only for MPII, whose pose3d, intrinsics and root_depth are
 zeros (MPII has 2D labels only).
@@ -192,5 +193,5 @@ def require_prepared(dataset: str, data_dir: str | os.PathLike | None,
     b = mod.builder(builder_config, data_dir)
     if not b.is_prepared():
         raise ValueError(
-            f"dataset {dataset}/{b.builder_config.name} is not prepared in {b.data_dir!r}. It is a manual "
-            f"download: {mod.PREPARE_HINT} (see docs/datasets.md)")
+            f"dataset {dataset}/{b.builder_config.name} is not prepared in {b.data_dir!r}. It is a "
+            f"manual download: {mod.PREPARE_HINT} (see docs/datasets.md)")
