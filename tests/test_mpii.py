@@ -147,6 +147,16 @@ def test_missing_image_names_the_file(tmp_path):
         list(mpii.examples(str(tmp_path), "validation", RES))
 
 
+@needs_annot
+def test_prepare_command(tmp_path, capsys):
+    from hourglass_jax.data import prepare
+    _write_manual_dir(str(tmp_path / "m"), {"validation": np.arange(3), "train": np.arange(3, 5)})
+    prepare.main(["mpii", "--manual_dir", str(tmp_path / "m"), "--data_dir", str(tmp_path / "t")])
+    out = capsys.readouterr().out
+    assert "mpii/small prepared in" in out and "'validation': 3" in out and "'train': 2" in out
+    realdata.require_prepared("mpii", tmp_path / "t", "small")
+
+
 @pytest.mark.slow
 @needs_annot
 def test_full_validation_build(tmp_path):

@@ -13,7 +13,8 @@ the shared schema of realdata.py, with:
   the annotated scale (NEWELL_CENTER_SHIFT, NEWELL_SCALE_MARGIN);
 - pose3d, intrinsics, root_depth zeros and has_pose3d False (MPII has 2D labels only);
 - visible = the joint is annotated (x > 0, the test Newell's and the PyTorch port's evaluation
-  use); MPII's own occlusion flag is not kept;
+  use); MPII's own occlusion flag is not kept, and pose2d of an unannotated joint (stored at
+  (0, 0) in the file) means nothing;
 - subject "MPII", action "", camera "", subaction the person's index in the file, sequence
   "<image name>/<person>", frame 0 (every person is a one-frame "video").
 """
