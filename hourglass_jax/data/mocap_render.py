@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import logging
 import os
+import sys
 import time
 import zlib
 from typing import Iterator
@@ -39,8 +39,6 @@ from hourglass_jax.data import render as rnd
 from hourglass_jax.data import subjects as subj
 from hourglass_jax.skeleton import ROOT
 
-log = logging.getLogger(__name__)
-
 NAME = "mocap_render"
 SPLITS: dict[str, tuple[str, ...]] = {
     "train": subj.TRAIN_SUBJECTS,
@@ -52,6 +50,7 @@ CROP_MARGIN = 1.3  # crop box side / larger side of the joints' image bounding b
 # working set in cache: on 2 CPU cores 8 frames per call render ~2x faster than 64.
 RENDER_BATCH = 8
 FRAME_CHUNK = 64  # frames assembled, rendered and written per step of the builder
+PROGRESS_EVERY_S = 10.0  # seconds between progress lines of a build
 
 
 @dataclasses.dataclass(eq=False)
@@ -120,7 +119,8 @@ def crop_box(uv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return center, side / geometry.BOX_PX_PER_SCALE
 
 
-def crop_intrinsics(intrinsics, center, scale, res: int) -> np.ndarray:
+def crop_intrinsics(intrinsics: np.ndarray, center: np.ndarray, scale: np.ndarray,
+                    res: int) -> np.ndarray:
     """Intrinsics (N, 4) of the crop camera: the pinhole of `intrinsics` followed by the
     (unrotated) crop map of geometry.crop_affine, in crop px."""
     a = geometry.crop_affine(np.asarray(center, np.float64), np.asarray(scale, np.float64), res)
@@ -175,7 +175,8 @@ def pretrain_frames(cfg: MocapRenderConfig, subject: str) -> Iterator[Frames]:
             scene_seed=np.array([_seed(seq)], np.uint32))
 
 
-def _scene_inputs(cam_r, cam_t, seeds, occluder_prob):
+def _scene_inputs(cam_r: np.ndarray, cam_t: np.ndarray, seeds: np.ndarray,
+                  occluder_prob: float) -> tuple[np.ndarray, ...]:
     """Light, background parameters and occluders per frame, fixed per sequence by its seed.
 
     Returns light (N, 3), bg (N, BG_PARAMS), occluder ends (N, 1, 2, 3) mm camera frame,
@@ -377,7 +378,7 @@ class MocapRender(tfds.core.GeneratorBasedBuilder):
     def _generate_examples(self, split: str):
         cfg = self.builder_config
         total = count_frames(cfg, split)
-        done, start = 0, time.time()
+        done, start, last = 0, time.time(), 0.0
         for fr in split_frames(cfg, split):
             out = render_frames(fr, cfg)
             for i in range(len(fr.sequence)):
@@ -391,9 +392,14 @@ class MocapRender(tfds.core.GeneratorBasedBuilder):
                     "sequence": fr.sequence[i], "frame": int(fr.frame[i]),
                 }
             done += len(fr.sequence)
-            rate = done / max(time.time() - start, 1e-9)
-            log.info("mocap_render/%s %s: %d/%d frames, %.0f frames/s, ETA %.0f s", cfg.name,
-                     split, done, total, rate, (total - done) / rate)
+            now = time.time()
+            if now - last >= PROGRESS_EVERY_S or done == total:
+                # stderr, not logging: visible without any logging set-up, throttled.
+                rate = done / max(now - start, 1e-9)
+                print(f"mocap_render/{cfg.name} {split}: {done}/{total} frames, "
+                      f"{rate:.0f} frames/s, ETA {(total - done) / rate:.0f} s",
+                      file=sys.stderr, flush=True)
+                last = now
 
 
 def builder(config: str = "small", data_dir: str | os.PathLike | None = None) -> MocapRender:
@@ -431,7 +437,7 @@ def load(config: str = "small", data_dir: str | os.PathLike | None = None,
         if not build:
             raise ValueError(f"no mocap_render/{config} dataset in {b.data_dir!r} "
                              "(call load(..., build=True) to render it)")
-        log.info("building mocap_render/%s into %s", config, b.data_dir)
+        print(f"building mocap_render/{config} into {b.data_dir}", file=sys.stderr, flush=True)
         b.download_and_prepare()
     try:
         sources = b.as_data_source()
@@ -496,7 +502,6 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--config", default="small", help="small, full or tiny")
     ap.add_argument("--data_dir", default=None, help="TFDS data_dir (default: TFDS's)")
     a = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     t0 = time.time()
     sources = load(a.config, a.data_dir, build=True)
     print({k: len(v) for k, v in sources.items()}, f"ready in {time.time() - t0:.0f} s")
