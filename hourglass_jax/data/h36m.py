@@ -13,6 +13,8 @@ Two layouts are read, detected from what `manual_dir` holds:
 * The widely used preprocessed layout (c2f-vol style):
     annot/train.h5, annot/valid.h5   S (N, 17, 3) mm camera frame, part (N, 17, 2) px,
                                      center (N, 2) px, scale (N,), imgname (N,) bytes
+    annot/{train,valid}_images.txt   the image names, one per row, where the h5 has no imgname
+                                     (as c2f-vol ships them)
     images/<imgname>                 extracted frames, named S9_Directions_1.54138969_000006.jpg
   Its frames are already subsampled; `frame` counts the stored frames of a video in order.
 
@@ -181,17 +183,27 @@ _IMGNAME = re.compile(r"(S\d+)_(.+)\.(\d{8})_(\d+)\.\w+")
 
 def read_preprocessed(manual_dir: str, split: str) -> dict[str, np.ndarray]:
     """annot/{train,valid}.h5 of the preprocessed layout, checked; keys S, part, center, scale,
-    imgname (str)."""
+    imgname (str). Image names come from the h5's `imgname` or, as c2f-vol stores them, from
+    annot/{train,valid}_images.txt (one per line, in row order)."""
     name = {"train": "train", "validation": "valid"}[split]
     path = realdata.require_file(os.path.join(manual_dir, "annot", f"{name}.h5"),
                                  "Human3.6M preprocessed annotation")
-    want = {"S": (17, 3), "part": (17, 2), "center": (2,), "scale": (), "imgname": ()}
+    want = {"S": (17, 3), "part": (17, 2), "center": (2,), "scale": ()}
     with h5py.File(path, "r") as f:
         missing = [k for k in want if k not in f]
         if missing:
-            raise LayoutError(f"{path}: missing datasets {missing}; expected {sorted(want)}")
+            raise LayoutError(f"{path}: missing datasets {missing}; expected {sorted(want)} "
+                              "(S: 3D joints in mm, camera frame)")
         out = {k: f[k][()] for k in want}
-    n = len(out["imgname"])
+        names = f["imgname"][()] if "imgname" in f else None
+    if names is None:
+        txt = realdata.require_file(os.path.join(manual_dir, "annot", f"{name}_images.txt"),
+                                    f"image names (no 'imgname' in {path})")
+        with open(txt) as fh:
+            names = [ln.strip() for ln in fh if ln.strip()]
+    out["imgname"] = np.asarray(names)
+    want["imgname"] = ()
+    n = len(out["S"])
     for k, shape in want.items():
         if out[k].shape != (n,) + shape:
             raise LayoutError(f"{path}: {k} has shape {out[k].shape}, expected {(n,) + shape}")
