@@ -10,8 +10,8 @@ Architecture as described by Newell et al. (stacked hourglass, ECCV 2016) and Pa
 - per stack: hourglass, residual, 1x1 conv-BN-ReLU, 1x1 head; between stacks, Newell's
   intermediate re-injection `x + conv1x1(features) + conv1x1(heatmaps)`.
 
-`Detector2D` holds the 2D stacks (trained on the 2D set, then frozen); `VolumetricHourglass` adds the
-third, volumetric stack (`lifter`) whose head emits 16 * D channels reshaped to per-joint volumes
+`Detector2D` holds the 2D stacks (trained on the 2D set, then frozen); `VolumetricHourglass` adds
+the third, volumetric stack (`lifter`) whose head emits 16 * D channels reshaped to per-joint volumes
 (B, 16, D, h, w). Images are channels-last (B, H, W, 3) floats in [0, 1].
 """
 from __future__ import annotations

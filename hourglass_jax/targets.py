@@ -95,7 +95,8 @@ def gaussian_volumes(coords: jax.Array, depth_bins: int, size: int,
 def heatmaps_from_crop_px(joints_crop_px: jax.Array, spec: VolumeSpec,
                           sigma: float = DEFAULT_SIGMA_2D,
                           visible: jax.Array | None = None) -> jax.Array:
-    """2D targets from joints in crop px: (..., J, 2) -> (..., h, w, J) float32, h = w = heatmap_size.
+    """2D targets from joints in crop px: (..., J, 2) -> (..., h, w, J) float32, h = w = spec's
+    heatmap_size.
 
     Converts with `geometry.crop_px_to_heatmap`, then `gaussian_heatmaps`.
     """

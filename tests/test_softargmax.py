@@ -33,7 +33,8 @@ def _splat(p_xyz, shape=(D, H, W)):
 
 
 def _ref_local(vol, k):
-    """float64 loop reference of the definition: clipped cube around the argmax, weights max(v, 0)."""
+    """float64 loop reference of the definition: clipped cube around the argmax, weights
+    max(v, 0). Returns (mean (x, y, z), total weight)."""
     r = k // 2
     z0, y0, x0 = np.unravel_index(np.argmax(vol), vol.shape)
     num, den = np.zeros(3), 0.0
