@@ -69,7 +69,10 @@ def probe(path: str | os.PathLike, what: str = "video") -> tuple[float, tuple[in
         raise LayoutError(f"cannot decode {what} {p}: {_last_lines(e)}") from e
     finally:
         gen.close()
-    return float(meta["fps"]), tuple(meta["size"])
+    fps = float(meta.get("fps") or 0.0)
+    if not fps > 0:
+        raise LayoutError(f"{what} {p}: ffmpeg reports no frame rate")
+    return fps, tuple(meta["size"])
 
 
 def _last_lines(err: Exception, n: int = 2) -> str:
