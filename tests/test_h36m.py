@@ -244,3 +244,27 @@ def test_paper_configs_name_the_protocols_and_fail_clearly_until_prepared(built,
         realdata.require_prepared("h36m", tmp_path, "full")
     realdata.require_prepared("h36m", *built[2])  # the fixture build passes
     realdata.require_prepared("mocap_render", tmp_path)  # the embedded default is not checked here
+
+
+@pytest.mark.parametrize("center,scale", [((150.3, 180.7), 1.1),   # downsampled, inside
+                                          ((20.0, 260.0), 1.5),    # box past two frame edges
+                                          ((118.2, 205.9), 0.2)])  # upsampled (40 px box)
+def test_crop_image_puts_frame_pixels_where_geometry_says(center, scale):
+    """A bright dot of the frame lands in the crop where image_to_crop maps it (intensity
+    centroid within 0.1 crop px: PIL's per-output-pixel weight normalisation and uint8 rounding
+    move it by ~0.05 px; a half-pixel convention error would move it 0.15-0.8 px), and outside
+    the frame the crop is black."""
+    from hourglass_jax import geometry
+    frame = np.zeros((300, 400, 3), np.uint8)
+    dot = np.array([123.0, 201.0])
+    frame[200:203, 122:125] = 255  # 3 x 3 px centred on the dot
+    crop = realdata.crop_image(frame, np.array(center), scale, RES).astype(np.float64)[..., 0]
+    ys, xs = np.mgrid[:RES, :RES]
+    got = np.array([(crop * xs).sum(), (crop * ys).sum()]) / crop.sum()
+    want = geometry.image_to_crop(dot, np.array(center), scale, RES)
+    np.testing.assert_allclose(got, want, atol=0.1)
+    # Crop pixels whose centres map outside the frame are black.
+    uv = geometry.crop_to_image(np.stack([xs, ys], -1).astype(np.float64), np.array(center),
+                                scale, RES)
+    far = (uv[..., 0] < -2) | (uv[..., 1] < -2) | (uv[..., 0] > 401) | (uv[..., 1] > 301)
+    assert not np.any(crop[far])
