@@ -268,3 +268,17 @@ def test_crop_image_puts_frame_pixels_where_geometry_says(center, scale):
                                 scale, RES)
     far = (uv[..., 0] < -2) | (uv[..., 1] < -2) | (uv[..., 0] > 401) | (uv[..., 1] > 301)
     assert not np.any(crop[far])
+
+
+def test_visible_means_inside_the_frame():
+    frame = np.zeros((100, 200, 3), np.uint8)
+    uv = np.tile([100.0, 50.0], (16, 1))
+    uv[3] = [-0.6, 50.0]    # just left of pixel 0's left edge
+    uv[4] = [199.4, 99.4]   # inside the last pixel
+    uv[5] = [50.0, 99.6]    # below the frame
+    ex = realdata.make_example(frame, np.tile([0.0, 0.0, 4000.0], (16, 1)), uv,
+                               np.array([1000.0, 1000, 100, 50]), 32, subject="S1", action="a",
+                               subaction=1, camera="c", frame_index=0)
+    want = np.ones(16, bool)
+    want[[3, 5]] = False
+    np.testing.assert_array_equal(ex["visible"], want)

@@ -10,7 +10,8 @@ unchanged:
   200 px); root_depth float32 mm; subject, action, camera, sequence (text); subaction, frame
   (int32).
 
-Builders add `has_pose3d` (bool): False only for MPII, whose pose3d, intrinsics and root_depth are
+`visible` on the 3D datasets means "projects inside the frame" (no occlusion is known for real
+footage). Builders add `has_pose3d` (bool): False only for MPII, whose pose3d, intrinsics and root_depth are
 zeros (MPII has 2D labels only).
 
 Also here: crop extraction from a full frame, the layout error type, and `require_prepared`, which
@@ -146,7 +147,8 @@ def make_example(frame: np.ndarray, pose3d: np.ndarray | None, pose2d_img: np.nd
       pose2d_img: (16, 2) frame px (for 3D data: the projection of pose3d).
       intrinsics: (4,) [fx, fy, cx, cy] px, or None with pose3d None.
       res: crop side px.
-      visible: (16,) bool, default all True.
+      visible: (16,) bool; default: the joint projects inside the frame (real footage has no
+        depth test, so occlusion is not known).
       center, scale: the crop; default: `crop_box(pose2d_img)`.
       sequence: the video id; default "subject/action/subaction/camera".
     """
@@ -157,7 +159,12 @@ def make_example(frame: np.ndarray, pose3d: np.ndarray | None, pose2d_img: np.nd
     has3d = pose3d is not None
     p3 = np.zeros((NUM_JOINTS, 3)) if pose3d is None else np.asarray(pose3d, np.float64)
     k = np.zeros(4) if intrinsics is None else np.asarray(intrinsics, np.float64)
-    vis = np.ones(NUM_JOINTS, bool) if visible is None else np.asarray(visible, bool)
+    if visible is None:
+        h, w = np.shape(frame)[:2]
+        vis = ((p2[:, 0] > -0.5) & (p2[:, 0] < w - 0.5) & (p2[:, 1] > -0.5)
+               & (p2[:, 1] < h - 0.5))
+    else:
+        vis = np.asarray(visible, bool)
     return {
         "image": encode_png(crop_image(frame, center, float(scale), res)),
         "pose3d": p3.astype(np.float32),
