@@ -13,8 +13,9 @@ from completion.config import CompletionConfig
 from completion.alm import (CompletionResult, SolveResult, complete, complete_core, solve,
                             validate_inputs)
 from completion.interp import interpolate
+from completion.windows import complete_batch, complete_long
 
 __all__ = [
     "CompletionConfig", "CompletionResult", "SolveResult", "complete", "complete_core", "solve",
-    "validate_inputs", "interpolate",
+    "validate_inputs", "interpolate", "complete_batch", "complete_long",
 ]

@@ -177,11 +177,16 @@ def complete_core(poses: jax.Array, observed: jax.Array, valid: jax.Array,
     vmask = valid[:, None, None]
     obs = observed & vmask
     known = jnp.isfinite(poses) & vmask
-    # Centre per axis and scale by one RMS, both over the observed entries: float32 then sees
-    # O(1) numbers whatever the units, and the lambdas mean the same for mm or m.
+    # Centre (per joint coordinate over time, or per axis) and scale by one RMS, all over the
+    # observed entries: float32 then sees O(1) numbers whatever the units, and the lambdas mean
+    # the same for mm or m.
     w = obs.astype(dtype)
-    cnt = jnp.maximum(jnp.sum(w, axis=(0, 1)), 1.0)
-    centre = jnp.sum(jnp.where(obs, poses, 0.0), axis=(0, 1)) / cnt  # (3,)
+    cnt_axis = jnp.sum(w, axis=(0, 1))
+    centre = jnp.sum(jnp.where(obs, poses, 0.0), axis=(0, 1)) / jnp.maximum(cnt_axis, 1.0)  # (3,)
+    if config.center == "row":
+        cnt_row = jnp.sum(w, axis=0)  # (P, 3)
+        row_mean = jnp.sum(jnp.where(obs, poses, 0.0), axis=0) / jnp.maximum(cnt_row, 1.0)
+        centre = jnp.where(cnt_row > 0, row_mean, centre)  # (P, 3); unobserved rows: axis mean
     dev = jnp.where(obs, poses - centre, 0.0)
     scale = jnp.sqrt(jnp.sum(dev ** 2) / jnp.maximum(jnp.sum(w), 1.0))
     scale = jnp.where(scale > 0, scale, 1.0)

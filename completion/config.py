@@ -25,6 +25,8 @@ class CompletionConfig:
       mu_max: upper bound of the penalty.
       tol: early stop when all three relative primal residuals are below it.
       max_iters: iteration cap; reaching it gives converged=False, no exception.
+      center: normalisation before solving: "row" subtracts each joint coordinate's mean over
+        its observed frames, "axis" one mean per x/y/z axis; both then divide by one RMS scale.
       svt: "eigh" (singular value thresholding through the eigendecomposition of the small
         Gram matrix, the fast path) or "svd" (a full SVD).
     """
@@ -38,6 +40,7 @@ class CompletionConfig:
     tol: float = 1e-4
     max_iters: int = 500
     svt: str = "eigh"
+    center: str = "row"
 
     def validate(self) -> "CompletionConfig":
         """Raise ValueError naming the first bad field; return self when all are valid."""
@@ -61,6 +64,8 @@ class CompletionConfig:
             raise ValueError(f"CompletionConfig.max_iters must be an int >= 1, got {self.max_iters!r}")
         if self.svt not in _SVT_METHODS:
             raise ValueError(f"CompletionConfig.svt must be one of {_SVT_METHODS}, got {self.svt!r}")
+        if self.center not in ("row", "axis"):
+            raise ValueError(f"CompletionConfig.center must be 'row' or 'axis', got {self.center!r}")
         return self
 
     def replace(self, **changes) -> "CompletionConfig":

@@ -119,6 +119,9 @@ def complete(poses, observed, config: CompletionConfig = CompletionConfig(),
     if obs.shape == (f, p):
         obs = np.repeat(obs[..., None], 3, axis=-1)
     centre = np.array([p_in[..., k][obs[..., k]].mean() for k in range(3)], dtype)
+    if config.center == "row":  # per joint coordinate, over its observed frames
+        centre = np.array([[p_in[:, j, k][obs[:, j, k]].mean() if obs[:, j, k].any()
+                            else centre[k] for k in range(3)] for j in range(p)], dtype)
     dev = (p_in - centre)[obs]
     scale = np.sqrt(np.mean(dev ** 2))
     scale = scale if scale > 0 else dtype(1.0)
