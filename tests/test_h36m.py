@@ -282,3 +282,33 @@ def test_visible_means_inside_the_frame():
     want = np.ones(16, bool)
     want[[3, 5]] = False
     np.testing.assert_array_equal(ex["visible"], want)
+
+
+def _sources(built):
+    data_dir, cfg = built[2]
+    return h36m.builder(cfg, data_dir).as_data_source()
+
+
+def test_pipeline_reads_the_videos_in_frame_order(built):
+    from hourglass_jax.data import pipeline
+    seqs = dict(pipeline.read_sequences(_sources(built)["train"]))
+    assert sorted(seqs) == ["S1/Photo/1/58860488", "S1/Walking/1/55011271",
+                            "S1/Walking/2/55011271"]
+    for batch in seqs.values():
+        np.testing.assert_array_equal(batch["frame"], [0, 1, 2])
+        # 150 mm per 50 fps frame: consecutive 10 fps frames are 750 mm apart.
+        np.testing.assert_allclose(np.diff(batch["pose3d"][:, 6, 0]),
+                                   [750.0, 750.0], atol=60.0)
+
+
+# augment.rotate_scale (not this project's file to change) raises "rotation needs square pixels
+# (fx == fy)"; H36M's focal lengths differ by ~0.1 %. Asked of its owner: accept fx != fy within a
+# small tolerance (e.g. rtol 5e-3, rotating with the mean focal length). Strict: this test fails
+# as soon as that lands, so the marker gets removed.
+@pytest.mark.xfail(strict=True, raises=ValueError,
+                   reason="augment.rotate_scale needs fx == fy; H36M's cameras differ by ~0.1%")
+def test_augmented_training_batches(built):
+    from hourglass_jax.data import pipeline
+    p = pipeline.TrainPipeline(_sources(built)["train"], global_batch_size=8, seed=0,
+                               process_index=0, process_count=1)
+    assert p.batch_at(0)["image"].shape == (8, RES, RES, 3)
