@@ -155,6 +155,12 @@ def test_prepare_command(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "mpii/small prepared in" in out and "'validation': 3" in out and "'train': 2" in out
     realdata.require_prepared("mpii", tmp_path / "t", "small")
+    # The 2D set feeds the training pipeline with the paper's augmentation (zero intrinsics).
+    from hourglass_jax.data import pipeline
+    src = mpii.builder("small", tmp_path / "t").as_data_source()["train"]
+    batch = pipeline.TrainPipeline(src, global_batch_size=2, seed=0, process_index=0,
+                                   process_count=1).batch_at(0)
+    assert batch["image"].shape == (2, 64, 64, 3) and batch["pose2d"].shape == (2, 16, 2)
 
 
 @pytest.mark.slow
