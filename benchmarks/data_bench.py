@@ -26,7 +26,6 @@ import sys
 import time
 
 import jax
-import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from hourglass_jax.data import mocap_render as mr  # noqa: E402

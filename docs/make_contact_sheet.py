@@ -15,7 +15,6 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from hourglass_jax.data import mocap_render as mr
-from hourglass_jax.data import subjects as subj
 from hourglass_jax.skeleton import EDGES, SIDE
 
 ROWS: tuple[tuple[str, str, int], ...] = (  # subject, action, subaction

@@ -29,7 +29,6 @@ import zlib
 from typing import Iterator
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image
