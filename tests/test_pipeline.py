@@ -244,3 +244,15 @@ def test_warp_image_is_bilinear_sampling_at_the_mapped_points():
     outf = augment.warp_image(img.astype(np.float32) / 255, m)
     np.testing.assert_allclose(outf[ok], ref[ok] / 255, atol=1e-5)
     assert np.all(outf[(x < -1) | (y < -1) | (x > 32) | (y > 32)] == 0)  # outside: zero
+
+
+def test_sequence_with_a_missing_frame_is_an_error(tiny):
+    src = tiny["validation"]
+    recs = [src[i] for i in range(len(src))]
+    seq = recs[0]["sequence"]
+    kept = [r for r in recs if not (r["sequence"] == seq and int(r["frame"]) == 1)]
+    assert len(kept) == len(recs) - 1
+    with pytest.raises(ValueError, match="frames are not 0..1"):
+        list(pl.read_sequences(kept))
+    # The same records, complete, read fine from a plain list.
+    assert len(list(pl.read_sequences(recs))) == len(set(r["sequence"] for r in recs))
