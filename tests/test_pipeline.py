@@ -256,3 +256,37 @@ def test_sequence_with_a_missing_frame_is_an_error(tiny):
         list(pl.read_sequences(kept))
     # The same records, complete, read fine from a plain list.
     assert len(list(pl.read_sequences(recs))) == len(set(r["sequence"] for r in recs))
+
+
+def test_nearly_square_pixels_rotate_within_the_stated_error(tiny):
+    """Real cameras (H36M: fx, fy 0.1% apart) are accepted; the rotated 3D pose then projects
+    onto the (exact) rotated 2D target to within |fx - fy| / f of its distance to the
+    principal point; 1% apart is refused."""
+    s = _sample(tiny, 5)
+    k = np.asarray(s["intrinsics"], np.float64).copy()
+    k[1] = k[0] * 1.001
+    s["intrinsics"] = k.astype(np.float32)
+    s["pose2d"] = _closed_form_pose2d(s).astype(np.float32)  # consistent with the new fy
+    a = augment.rotate_scale(s, 30.0, 1.0)
+    res = s["image"].shape[0]
+    px_per_image_px = res / (200.0 * float(a["scale"]))
+    p3 = np.asarray(a["pose3d"], np.float64)
+    uv = p3[:, :2] / p3[:, 2:] * k[:2]  # offsets from the principal point, image px
+    bound = 0.001 * np.linalg.norm(uv, axis=-1).max() * px_per_image_px + 2e-3
+    err = np.linalg.norm(_closed_form_pose2d(a) - a["pose2d"], axis=-1)
+    assert err.max() <= bound and bound < 0.5, (err.max(), bound)
+    k[1] = k[0] * 1.01
+    s["intrinsics"] = k.astype(np.float32)
+    with pytest.raises(ValueError, match="square pixels"):
+        augment.rotate_scale(s, 10.0, 1.0)
+
+
+def test_other_datasets_are_checked_against_the_names_they_hold(tiny):
+    recs = [tiny["validation"][i] for i in range(len(tiny["validation"]))]  # no vocabulary
+    meta = pl.read_metadata(recs)
+    assert meta.vocabulary is None
+    with pytest.raises(ValueError, match="unknown action.*valid: jump, punch, walk"):
+        pl.select(meta, actions=["swim"])
+    with pytest.raises(ValueError, match="unknown subject.*valid: S11, S9"):
+        pl.select(meta, subjects=["S1"])
+    assert len(pl.select(meta, subjects=["S9"], actions=["walk"])) == 2 * 4 * 3

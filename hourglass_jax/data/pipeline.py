@@ -38,10 +38,20 @@ _TEXT_KEYS = ("subject", "action", "camera", "sequence")
 _INT_KEYS = ("subaction", "frame")
 
 
+# Every name the embedded dataset defines, per field: asking a mocap_render split for one of
+# these that it does not hold (S9 of `train`) is a different error from a name that does not
+# exist at all. Other datasets (H36M, MPII, ...) are checked against the names they hold.
+MOCAP_VOCABULARY: dict[str, tuple] = {
+    "subject": subj.ALL_SUBJECTS, "action": subj.ACTIONS,
+    "camera": subj.CAMERA_NAMES + ("random",), "subaction": subj.SUBACTIONS,
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class Metadata:
     """Per-record metadata of a split, all (N,): str arrays subject, action, camera, sequence;
-    int arrays subaction, frame."""
+    int arrays subaction, frame. `vocabulary`: all names the dataset defines per field, when
+    known (MOCAP_VOCABULARY for mocap_render), else None."""
 
     subject: np.ndarray
     action: np.ndarray
@@ -49,6 +59,7 @@ class Metadata:
     sequence: np.ndarray
     subaction: np.ndarray
     frame: np.ndarray
+    vocabulary: dict[str, tuple] | None = None
 
     def __len__(self) -> int:
         return len(self.subject)
@@ -72,8 +83,9 @@ def _read_metadata_uncached(source) -> Metadata:
                 cols[k].append(_text(rec[k]))
             for k in _INT_KEYS:
                 cols[k].append(int(rec[k]))
+    vocab = MOCAP_VOCABULARY if source.dataset_info.name == "mocap_render" else None
     return Metadata(**{k: np.asarray(v, dtype=str if k in _TEXT_KEYS else np.int32)
-                       for k, v in cols.items()})
+                       for k, v in cols.items()}, vocabulary=vocab)
 
 
 def read_metadata(source) -> Metadata:
@@ -96,24 +108,24 @@ def select(meta: Metadata, subjects: Sequence[str] | None = None,
            subactions: Sequence[int] | None = None) -> np.ndarray:
     """Record indices (sorted) whose subject/action/camera/subaction are in the given lists.
 
-    None keeps all. Raises ValueError for names that do not exist in the dataset definition,
-    or that exist but have no record in this split (e.g. S9 asked of the train split).
+    None keeps all. Raises ValueError for names that do not exist in the dataset (listing the
+    valid ones: the dataset's vocabulary when known, else the names the split holds), or that
+    exist but have no record in this split (e.g. S9 asked of mocap_render's train split).
     """
     keep = np.ones(len(meta), bool)
-    for field, wanted, valid in (("subject", subjects, subj.ALL_SUBJECTS),
-                                 ("action", actions, subj.ACTIONS),
-                                 ("camera", cameras, subj.CAMERA_NAMES + ("random",)),
-                                 ("subaction", subactions, subj.SUBACTIONS)):
+    for field, wanted in (("subject", subjects), ("action", actions), ("camera", cameras),
+                          ("subaction", subactions)):
         if wanted is None:
             continue
         if isinstance(wanted, (str, int)):
             wanted = [wanted]
         wanted = list(wanted)
+        col = getattr(meta, field)
+        present = set(col.tolist())
+        valid = meta.vocabulary[field] if meta.vocabulary else tuple(sorted(present))
         bad = [w for w in wanted if w not in valid]
         if bad:
             raise ValueError(f"unknown {field}(s) {bad}; valid: {', '.join(map(str, valid))}")
-        col = getattr(meta, field)
-        present = set(col.tolist())
         absent = [w for w in wanted if w not in present]
         if absent:
             raise ValueError(f"{field}(s) {absent} have no records in this split; present: "
