@@ -21,6 +21,13 @@ networks take RGB images in [0, 1] (the PyTorch test script divides by 255).
 
 The first `num_2d_stacks` stacks of the checkpoint are imported (an 8-stack checkpoint can fill a
 2-stack detector: the first k stacks of a stacked hourglass are a complete k-stack network).
+
+Command line (writes a Detector2D export that hourglass_jax.export.load_model reads):
+    python -m hourglass_jax.importer CHECKPOINT OUT_DIR [--model paper] [--stacks 2]
+
+Known difference: model.py's 7x7/2 stem convolution pads "SAME", (2, 3) px, where the PyTorch
+layout pads (3, 3); imported heatmaps differ by a few percent until model.py pads symmetrically
+(tests/test_importer.py shows every other weight maps exactly).
 """
 from __future__ import annotations
 
@@ -223,3 +230,35 @@ def replace_detector(variables: Mapping[str, Any], imported: Mapping[str, Any]) 
                                         f"the detector has {np.shape(a)}")
         out[col]["detector"] = jax.tree.map(np.asarray, new)
     return out
+
+
+def export_detector(checkpoint: str | os.PathLike, out_dir: str | os.PathLike,
+                    config: ModelConfig) -> str:
+    """Import a PyTorch checkpoint and write it as a Detector2D export (hourglass_jax.export),
+    the form the experiment stages hand the pretrained 2D stacks on in; returns the path."""
+    from hourglass_jax import export
+    variables = import_checkpoint(checkpoint, config)
+    return export.save_model(out_dir, "detector2d", config, variables)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m hourglass_jax.importer CHECKPOINT OUT_DIR [--model paper] [--stacks 2]`."""
+    import argparse
+    import dataclasses
+
+    from hourglass_jax.model import model_config
+    parser = argparse.ArgumentParser(
+        description="PyTorch stacked-hourglass checkpoint -> Flax Detector2D export")
+    parser.add_argument("checkpoint", help="princeton-vl pytorch_stacked_hourglass checkpoint")
+    parser.add_argument("out_dir", help="where to write the export (model_config.json, "
+                                        "variables/)")
+    parser.add_argument("--model", default="paper", help="model preset (model.model_config)")
+    parser.add_argument("--stacks", type=int, default=2, help="2D stacks to import")
+    args = parser.parse_args(argv)
+    cfg = dataclasses.replace(model_config(args.model), num_2d_stacks=args.stacks)
+    path = export_detector(args.checkpoint, args.out_dir, cfg)
+    print(f"imported {args.stacks} stacks of {args.checkpoint} into {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -229,3 +229,19 @@ def test_bad_checkpoints_are_clear_errors(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"junk")
     with pytest.raises(ValueError, match="not a loadable PyTorch checkpoint"):
         importer.load_torch_state_dict(tmp_path / "junk.pt")
+
+
+def test_export_command_writes_a_loadable_detector(tmp_path, capsys):
+    from hourglass_jax import export
+    net = _random_net(2, 16, 2, seed=5)
+    torch.save({"state_dict": net.state_dict()}, tmp_path / "c.pt")
+    # The "test" preset with 16 channels, 32 px and depth 2 is the shape of this network.
+    cfg = model.model_config("test")
+    assert (cfg.channels, cfg.input_size, cfg.hourglass_depth) == (16, 32, 2)
+    importer.main([str(tmp_path / "c.pt"), str(tmp_path / "out"), "--model", "test"])
+    assert "imported 2 stacks" in capsys.readouterr().out
+    module, got_cfg, variables = export.load_model(tmp_path / "out")
+    assert got_cfg == cfg and isinstance(module, model.Detector2D)
+    want = importer.convert_state_dict(net.state_dict(), cfg)
+    for a, b in zip(jax.tree.leaves(want), jax.tree.leaves(variables)):
+        np.testing.assert_array_equal(a, b)
