@@ -80,6 +80,8 @@ def release(tmp_path_factory):
         _write_take(root, s, base, cam, poses[(s, base, cam)])
     # The release's broken S11 Directions video of camera 54138969: poses but no usable video.
     _write_take(root, "S11", "Directions", "54138969", _pose32(rng, N_FRAMES), video=False)
+    # Some subjects also hold "_ALL" pose files (every take concatenated; no video).
+    _write_take(root, "S1", "_ALL 1", "55011271", _pose32(rng, 2 * N_FRAMES), video=False)
     return root, poses
 
 

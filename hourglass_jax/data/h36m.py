@@ -21,7 +21,8 @@ Two layouts are read, detected from what `manual_dir` holds:
 Subjects S1, S5-S8 go to split `train`, S9 and S11 to `validation`. Actions get the 15 canonical
 names (ACTIONS: "TakingPhoto" -> "Photo", "WalkingDog" -> "WalkDog"); the takes of an action are
 subactions 1 and 2 in file-name order. S11 "Directions" seen by camera 54138969 is a broken video
-in the release and is skipped (BROKEN_VIDEOS).
+in the release and is skipped (BROKEN_VIDEOS), and so are the "_ALL" pose files some subjects
+have (all takes concatenated, no video).
 """
 from __future__ import annotations
 
@@ -115,7 +116,9 @@ def scan_original(manual_dir: str, subjects: tuple[str, ...]) -> list[Take]:
         pose_dir = realdata.require_dir(os.path.join(manual_dir, s, "MyPoseFeatures",
                                                      "D3_Positions_mono"),
                                         f"Human3.6M {s} pose directory")
-        files = sorted(f for f in os.listdir(pose_dir) if f.endswith(".cdf"))
+        # "_ALL*" files (in some subjects) concatenate all takes and have no video: not used.
+        files = sorted(f for f in os.listdir(pose_dir)
+                       if f.endswith(".cdf") and not f.startswith("_ALL"))
         if not files:
             raise LayoutError(f"no <Action>.<camera>.cdf files in {pose_dir}")
         parsed = []
