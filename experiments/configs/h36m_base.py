@@ -24,8 +24,9 @@ def get_real_config(protocol: str, dataset: str) -> ml_collections.ConfigDict:
     c.protocol = protocol
     c.data.dataset = dataset
     c.data.builder_config = "full"  # 256 px crops
-    # The 2D set of pretrain2d: MPII (split "train"), as in the paper.
+    # The 2D set of pretrain2d: MPII, as in the paper (the real 3D datasets have no 2D split).
     c.data.pretrain_dataset = "mpii"
+    c.data.pretrain_split = "train"
     c.data.validation_actions = ()  # empty: all actions
     c.model.name = "paper"
     # A princeton-vl PyTorch stacked-hourglass checkpoint to import instead of pretraining the 2D
