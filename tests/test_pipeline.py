@@ -290,3 +290,16 @@ def test_other_datasets_are_checked_against_the_names_they_hold(tiny):
     with pytest.raises(ValueError, match="unknown subject.*valid: S11, S9"):
         pl.select(meta, subjects=["S1"])
     assert len(pl.select(meta, subjects=["S9"], actions=["walk"])) == 2 * 4 * 3
+
+
+def test_lookahead_prepares_the_next_batches_without_changing_them(tiny):
+    ahead = pl.TrainPipeline(tiny["train"], global_batch_size=8, seed=2, lookahead=2)
+    plain = pl.TrainPipeline(tiny["train"], global_batch_size=8, seed=2, lookahead=0)
+    try:
+        for step in (0, 1, 2, 7, 3, 4):  # sequential, then a jump back (a resume)
+            assert _same(ahead.batch_at(step), plain.batch_at(step))
+            assert sorted(ahead._ahead) == [step + 1, step + 2]
+        assert plain._ahead == {} and plain._pool is None
+    finally:
+        ahead.close()
+    assert ahead._pool is None

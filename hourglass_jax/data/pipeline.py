@@ -20,6 +20,7 @@ single-process batch k, whatever P is.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import itertools
 from typing import Callable, Iterator, Sequence
@@ -193,13 +194,14 @@ class TrainPipeline:
         (the fine-tuning stage swaps in pseudo-labels this way, so they are augmented exactly
         like true labels).
       process_index, process_count: default jax.process_index() / jax.process_count().
+      lookahead: batches `batch_at` prepares ahead in a background thread (0: none).
     """
 
     def __init__(self, source, *, global_batch_size: int, seed: int,
                  subjects: Sequence[str] | None = None, actions: Sequence[str] | None = None,
                  augment: bool = True, process_index: int | None = None,
                  process_count: int | None = None,
-                 relabel: Callable[[dict], dict] | None = None):
+                 relabel: Callable[[dict], dict] | None = None, lookahead: int = 2):
         pc = jax.process_count() if process_count is None else int(process_count)
         pi = jax.process_index() if process_index is None else int(process_index)
         if global_batch_size <= 0 or global_batch_size % pc:
@@ -213,6 +215,11 @@ class TrainPipeline:
         if len(self.indices) < global_batch_size:
             raise ValueError(f"only {len(self.indices)} records selected, fewer than one "
                              f"global batch of {global_batch_size}")
+        if lookahead < 0:
+            raise ValueError(f"lookahead must be >= 0, got {lookahead}")
+        self.lookahead = int(lookahead)
+        self._ahead: dict[int, concurrent.futures.Future] = {}
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self.local_batch_size = global_batch_size // pc
         self.global_batch_size = global_batch_size
         self.steps_per_epoch = len(self.indices) // global_batch_size
@@ -228,10 +235,36 @@ class TrainPipeline:
                                                   batch_fn=stack)
 
     def batch_at(self, step: int) -> dict:
-        """This process's batch number `step` (0-based; pure function of seed and step)."""
+        """This process's batch number `step` (0-based; pure function of seed and step).
+
+        With `lookahead` > 0 the next batches are prepared in a background thread while the
+        caller trains on this one (JAX releases the GIL while it computes), so a training loop
+        that asks for step, step + 1, ... rarely waits. The result never depends on it.
+        """
         if step < 0:
             raise ValueError(f"step must be >= 0, got {step}")
-        return self.dataset[int(step)]
+        step = int(step)
+        fut = self._ahead.pop(step, None)
+        batch = fut.result() if fut is not None else self.dataset[step]
+        if self.lookahead > 0:
+            for s in [s for s in self._ahead if not step < s <= step + self.lookahead]:
+                self._ahead.pop(s).cancel()  # a jump (resume, eval): drop stale work
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=1, thread_name_prefix="batch_lookahead")
+            for s in range(step + 1, step + 1 + self.lookahead):
+                if s not in self._ahead:
+                    self._ahead[s] = self._pool.submit(self.dataset.__getitem__, s)
+        return batch
+
+    def close(self) -> None:
+        """Stop the look-ahead thread (pending batches are dropped)."""
+        for fut in self._ahead.values():
+            fut.cancel()
+        self._ahead.clear()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
     def iterator(self, start_step: int = 0, num_threads: int = 2,
                  prefetch: int = 4) -> Iterator[dict]:
