@@ -65,8 +65,7 @@ CAMERAS: tuple[str, ...] = tuple(CAMERA_INTRINSICS)
 BROKEN_VIDEOS: frozenset[tuple[str, str, str]] = frozenset({("S11", "Directions", "54138969")})
 FPS = 50.0
 PREPARE_HINT = ("put the Human3.6M release (S1, S5-S9, S11 with MyPoseFeatures/D3_Positions_mono "
-                "and Videos) or the preprocessed annot/ + images/ layout in MANUAL_DIR, then run "
-                "`python -m hourglass_jax.data.prepare h36m --manual_dir=MANUAL_DIR`")
+                "and Videos) or the preprocessed annot/ + images/ layout in MANUAL_DIR")
 
 
 @dataclasses.dataclass(eq=False)
@@ -276,7 +275,8 @@ class H36M(tfds.core.GeneratorBasedBuilder):
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "First release."}
     BUILDER_CONFIGS = list(CONFIGS)
-    MANUAL_DOWNLOAD_INSTRUCTIONS = PREPARE_HINT
+    MANUAL_DOWNLOAD_INSTRUCTIONS = (PREPARE_HINT + "; then run python -m "
+                                    "hourglass_jax.data.prepare h36m --manual_dir=MANUAL_DIR")
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(builder=self, description=__doc__,

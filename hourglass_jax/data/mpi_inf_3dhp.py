@@ -62,8 +62,7 @@ TRAIN28_TO_TEST17: tuple[int, ...] = (7, 5, 14, 15, 16, 9, 10, 11, 23, 24, 25, 1
 # MPII-16 from the test 17 (thorax handled separately).
 _TEST17_TO_MPII16 = (10, 9, 8, 11, 12, 13, 14, -1, 1, 0, 4, 3, 2, 5, 6, 7)
 PREPARE_HINT = ("put MPI-INF-3DHP's S1-S8/Seq1-2 (annot.mat, camera.calibration, "
-                "imageSequence/video_*.avi) and mpi_inf_3dhp_test_set/TS1-TS6 in MANUAL_DIR, then "
-                "run `python -m hourglass_jax.data.prepare mpi_inf_3dhp --manual_dir=MANUAL_DIR`")
+                "imageSequence/video_*.avi) and mpi_inf_3dhp_test_set/TS1-TS6 in MANUAL_DIR")
 
 
 def ts17_to_mpii16(j17: np.ndarray) -> np.ndarray:
@@ -264,7 +263,8 @@ class Mpi3dhp(tfds.core.GeneratorBasedBuilder):
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "First release."}
     BUILDER_CONFIGS = list(CONFIGS)
-    MANUAL_DOWNLOAD_INSTRUCTIONS = PREPARE_HINT
+    MANUAL_DOWNLOAD_INSTRUCTIONS = (PREPARE_HINT + "; then run python -m hourglass_jax.data."
+                                    "prepare mpi_inf_3dhp --manual_dir=MANUAL_DIR")
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(builder=self, description=__doc__,

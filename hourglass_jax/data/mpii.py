@@ -41,8 +41,7 @@ NEWELL_CENTER_SHIFT = 15.0  # px per unit scale: c_y += 15 s (Newell, pose-hg-tr
 NEWELL_SCALE_MARGIN = 1.25  # s *= 1.25 (same source)
 SPLIT_FILES: dict[str, str] = {"train": "train.h5", "validation": "valid.h5"}
 PREPARE_HINT = ("put MPII's images/ (mpii_human_pose_v1.tar.gz) and Newell's annot/train.h5, "
-                "annot/valid.h5 in MANUAL_DIR, then run "
-                "`python -m hourglass_jax.data.prepare mpii --manual_dir=MANUAL_DIR`")
+                "annot/valid.h5 in MANUAL_DIR")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,7 +129,8 @@ class Mpii(tfds.core.GeneratorBasedBuilder):
         realdata.RealConfig(name="small", description="64 px crops", res=64),
         realdata.RealConfig(name="full", description="256 px crops", res=256),
     ]
-    MANUAL_DOWNLOAD_INSTRUCTIONS = PREPARE_HINT
+    MANUAL_DOWNLOAD_INSTRUCTIONS = (PREPARE_HINT + "; then run python -m "
+                                    "hourglass_jax.data.prepare mpii --manual_dir=MANUAL_DIR")
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(builder=self, description=__doc__,

@@ -11,8 +11,8 @@ unchanged:
   (int32).
 
 `visible` on the 3D datasets means "projects inside the frame" (no occlusion is known for real
-footage). Builders add `has_pose3d` (bool): False only for MPII, whose pose3d, intrinsics and root_depth are
-zeros (MPII has 2D labels only).
+footage). Builders add `has_pose3d` (bool): False only for MPII, whose pose3d, intrinsics and
+root_depth are zeros (MPII has 2D labels only).
 
 Also here: crop extraction from a full frame, the layout error type, and `require_prepared`, which
 the experiment stages call before reading a real dataset.
@@ -199,6 +199,9 @@ def require_prepared(dataset: str, data_dir: str | os.PathLike | None,
     mod = importlib.import_module(REAL_DATASETS[dataset])
     b = mod.builder(builder_config, data_dir)
     if not b.is_prepared():
+        name = b.builder_config.name
+        where = "" if data_dir is None else f" --data_dir={os.fspath(data_dir)}"
         raise ValueError(
-            f"dataset {dataset}/{b.builder_config.name} is not prepared in {b.data_dir!r}. It is a "
-            f"manual download: {mod.PREPARE_HINT} (see docs/datasets.md)")
+            f"dataset {dataset}/{name} is not prepared in {b.data_dir!r}. It is a manual "
+            f"download: {mod.PREPARE_HINT}, then run `python -m hourglass_jax.data.prepare "
+            f"{dataset} --manual_dir=MANUAL_DIR --config={name}{where}` (see docs/datasets.md)")
