@@ -91,7 +91,7 @@ def built(release, tmp_path_factory):
     cfg = h36m.H36MConfig(name="fixture", res=RES, train_subjects=("S1",),
                           validation_subjects=("S11",))
     data_dir = tmp_path_factory.mktemp("tfds")
-    b = h36m.prepare(root, cfg, data_dir)
+    b = h36m.prepare(root, cfg, data_dir, workers=2)  # the parallel decode path
     src = b.as_data_source()
     recs = {k: [src[k][i] for i in range(len(src[k]))] for k in ("train", "validation")}
     return recs, poses, (data_dir, cfg)
@@ -328,3 +328,12 @@ def test_augmented_training_batches_stay_consistent(built):
             + (RES - 1) / 2
         np.testing.assert_allclose(crop, b["pose2d"], atol=0.15)
     assert np.any(b["rotation"] != 0) and np.any(b["flipped"])
+
+
+def test_ordered_map_keeps_order_and_raises_worker_errors():
+    import math
+    items = [float(i * i) for i in range(9)]
+    assert list(realdata.ordered_map(math.sqrt, items, workers=2, window=3)) == list(range(9))
+    assert list(realdata.ordered_map(math.sqrt, items)) == list(range(9))
+    with pytest.raises(ValueError, match="math domain error"):
+        list(realdata.ordered_map(math.sqrt, [4.0, -1.0, 9.0], workers=2))

@@ -116,7 +116,7 @@ def built(tmp_path_factory):
             "TS5": _write_test_seq(root, "TS5", rng, transposed=True)}
     cfg = m3.Mpi3dhpConfig(name="fixture", res=RES, train_subjects=("S1",), cameras=CAMS,
                            test_sequences=("TS1", "TS5"))
-    b = m3.prepare(root, cfg, tmp_path_factory.mktemp("tfds"))
+    b = m3.prepare(root, cfg, tmp_path_factory.mktemp("tfds"), workers=2)
     src = b.as_data_source()
     recs = {k: [src[k][i] for i in range(len(src[k]))] for k in ("train", "validation")}
     return recs, train, test, root

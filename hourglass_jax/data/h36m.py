@@ -257,6 +257,11 @@ def preprocessed_examples(manual_dir: str, split: str, subjects: tuple[str, ...]
         yield f"{ex['sequence']}/{frame_index:05d}", ex
 
 
+def _take_examples(args: tuple[Take, int, int]) -> list[tuple[str, dict]]:
+    """All examples of one take (a module-level function, so worker processes can run it)."""
+    return list(original_examples(*args))
+
+
 def detect_layout(manual_dir: str) -> str:
     """"original" or "preprocessed"; LayoutError describing both when neither is there."""
     if os.path.isfile(os.path.join(manual_dir, "annot", "train.h5")):
@@ -277,6 +282,11 @@ class H36M(tfds.core.GeneratorBasedBuilder):
     BUILDER_CONFIGS = list(CONFIGS)
     MANUAL_DOWNLOAD_INSTRUCTIONS = (PREPARE_HINT + "; then run python -m "
                                     "hourglass_jax.data.prepare h36m --manual_dir=MANUAL_DIR")
+
+    def __init__(self, *, workers: int = 1, **kwargs):
+        """workers: processes decoding videos in parallel (1: in this process)."""
+        self._workers = int(workers)
+        super().__init__(**kwargs)
 
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(builder=self, description=__doc__,
@@ -301,29 +311,33 @@ class H36M(tfds.core.GeneratorBasedBuilder):
             yield from preprocessed_examples(manual, split, subjects, cfg.res)
             return
         start = time.time()
-        for i, take in enumerate(takes):
-            yield from original_examples(take, cfg.res, cfg.step)
+        jobs = [(take, cfg.res, cfg.step) for take in takes]
+        for i, (take, examples) in enumerate(zip(takes, realdata.ordered_map(
+                _take_examples, jobs, self._workers))):
+            yield from examples
             rate = (i + 1) / (time.time() - start)
             log.info("h36m: %d/%d videos (%s %s.%s), %.2f videos/s, ETA %.0f s", i + 1,
                      len(takes), take.subject, take.base, take.camera, rate,
                      (len(takes) - i - 1) / rate)
 
 
-def builder(config: str | H36MConfig = "small",
-            data_dir: str | os.PathLike | None = None) -> H36M:
-    """The array_record builder of `config` ("small", "full" or an H36MConfig) in `data_dir`."""
+def builder(config: str | H36MConfig = "small", data_dir: str | os.PathLike | None = None,
+            workers: int = 1) -> H36M:
+    """The array_record builder of `config` ("small", "full" or an H36MConfig) in `data_dir`;
+    `workers` processes decode videos when it builds."""
     names = [c.name for c in CONFIGS]
     if isinstance(config, str) and config not in names:
         raise ValueError(f"unknown h36m config {config!r}; valid: {', '.join(names)}")
     return H36M(config=config, data_dir=None if data_dir is None else os.fspath(data_dir),
-                file_format=tfds.core.FileFormat.ARRAY_RECORD)
+                file_format=tfds.core.FileFormat.ARRAY_RECORD, workers=workers)
 
 
 def prepare(manual_dir: str | os.PathLike, config: str | H36MConfig = "small",
-            data_dir: str | os.PathLike | None = None) -> H36M:
-    """Build the dataset from the user's copy in `manual_dir`; returns the prepared builder."""
+            data_dir: str | os.PathLike | None = None, workers: int = 1) -> H36M:
+    """Build the dataset from the user's copy in `manual_dir` with `workers` decoding processes;
+    returns the prepared builder."""
     realdata.require_dir(manual_dir, "Human3.6M manual download directory")
-    b = builder(config, data_dir)
+    b = builder(config, data_dir, workers)
     b.download_and_prepare(download_config=tfds.download.DownloadConfig(
         manual_dir=os.fspath(manual_dir)))
     return b

@@ -138,15 +138,17 @@ def read_train_annot(path: str, cameras: tuple[int, ...]) -> dict[int, np.ndarra
     return out
 
 
-def train_examples(manual_dir: str, subject: str, seq: int, cfg: Mpi3dhpConfig
-                   ) -> Iterator[tuple[str, dict]]:
-    """(key, example) for the kept frames of one training sequence, all configured cameras."""
+def train_examples(manual_dir: str, subject: str, seq: int, cfg: Mpi3dhpConfig,
+                   cameras: tuple[int, ...] | None = None) -> Iterator[tuple[str, dict]]:
+    """(key, example) for the kept frames of one training sequence, for `cameras` (default:
+    the configured ones)."""
     from hourglass_jax import geometry
+    cameras = cfg.cameras if cameras is None else cameras
     d = realdata.require_dir(os.path.join(manual_dir, subject, f"Seq{seq}"),
                              f"MPI-INF-3DHP {subject}/Seq{seq}")
     calib = read_calibration(os.path.join(d, "camera.calibration"))
-    poses = read_train_annot(os.path.join(d, "annot.mat"), cfg.cameras)
-    for cam in cfg.cameras:
+    poses = read_train_annot(os.path.join(d, "annot.mat"), cameras)
+    for cam in cameras:
         if cam not in calib:
             raise LayoutError(f"{d}/camera.calibration has no camera {cam}")
         path = os.path.join(d, "imageSequence", f"video_{cam}.avi")
@@ -160,6 +162,12 @@ def train_examples(manual_dir: str, subject: str, seq: int, cfg: Mpi3dhpConfig
                                        subject=subject, action=f"Seq{seq}", subaction=seq,
                                        camera=str(cam), frame_index=idx // step)
             yield f"{ex['sequence']}/{idx // step:06d}", ex
+
+
+def _train_unit(args: tuple[str, str, int, int, Mpi3dhpConfig]) -> list[tuple[str, dict]]:
+    """All examples of one training video (module level, so worker processes can run it)."""
+    manual_dir, subject, seq, cam, cfg = args
+    return list(train_examples(manual_dir, subject, seq, cfg, cameras=(cam,)))
 
 
 # ---------------------------------------------------------------------------------- test set
@@ -266,6 +274,11 @@ class Mpi3dhp(tfds.core.GeneratorBasedBuilder):
     MANUAL_DOWNLOAD_INSTRUCTIONS = (PREPARE_HINT + "; then run python -m hourglass_jax.data."
                                     "prepare mpi_inf_3dhp --manual_dir=MANUAL_DIR")
 
+    def __init__(self, *, workers: int = 1, **kwargs):
+        """workers: processes decoding training videos in parallel (1: in this process)."""
+        self._workers = int(workers)
+        super().__init__(**kwargs)
+
     def _info(self) -> tfds.core.DatasetInfo:
         return tfds.core.DatasetInfo(builder=self, description=__doc__,
                                      features=realdata.features(self.builder_config.res),
@@ -279,34 +292,39 @@ class Mpi3dhp(tfds.core.GeneratorBasedBuilder):
 
     def _generate_examples(self, manual: str, split: str):
         cfg = self.builder_config
-        units = ([(s, q) for s in cfg.train_subjects for q in SEQUENCES] if split == "train"
-                 else list(cfg.test_sequences))
+        if split == "train":  # one unit per video; a unit's examples are held until written
+            units = [(manual, s, q, c, cfg) for s in cfg.train_subjects for q in SEQUENCES
+                     for c in cfg.cameras]
+            results = realdata.ordered_map(_train_unit, units, self._workers,
+                                           window=self._workers + 1)
+        else:
+            units = list(cfg.test_sequences)
+            results = (testset_examples(manual, ts, cfg.res) for ts in units)
         start = time.time()
-        for i, u in enumerate(units):
-            if split == "train":
-                yield from train_examples(manual, u[0], u[1], cfg)
-            else:
-                yield from testset_examples(manual, u, cfg.res)
+        for i, examples in enumerate(results):
+            yield from examples
             rate = (i + 1) / (time.time() - start)
-            log.info("mpi_inf_3dhp %s: %d/%d sequences, %.3f/s, ETA %.0f s", split, i + 1,
+            log.info("mpi_inf_3dhp %s: %d/%d videos, %.3f/s, ETA %.0f s", split, i + 1,
                      len(units), rate, (len(units) - i - 1) / rate)
 
 
-def builder(config: str | Mpi3dhpConfig = "small",
-            data_dir: str | os.PathLike | None = None) -> Mpi3dhp:
-    """The array_record builder of `config` ("small", "full" or an Mpi3dhpConfig)."""
+def builder(config: str | Mpi3dhpConfig = "small", data_dir: str | os.PathLike | None = None,
+            workers: int = 1) -> Mpi3dhp:
+    """The array_record builder of `config` ("small", "full" or an Mpi3dhpConfig); `workers`
+    processes decode training videos when it builds."""
     names = [c.name for c in CONFIGS]
     if isinstance(config, str) and config not in names:
         raise ValueError(f"unknown mpi_inf_3dhp config {config!r}; valid: {', '.join(names)}")
     return Mpi3dhp(config=config, data_dir=None if data_dir is None else os.fspath(data_dir),
-                   file_format=tfds.core.FileFormat.ARRAY_RECORD)
+                   file_format=tfds.core.FileFormat.ARRAY_RECORD, workers=workers)
 
 
 def prepare(manual_dir: str | os.PathLike, config: str | Mpi3dhpConfig = "small",
-            data_dir: str | os.PathLike | None = None) -> Mpi3dhp:
-    """Build the dataset from the user's copy in `manual_dir`; returns the prepared builder."""
+            data_dir: str | os.PathLike | None = None, workers: int = 1) -> Mpi3dhp:
+    """Build the dataset from the user's copy in `manual_dir` with `workers` decoding processes;
+    returns the prepared builder."""
     realdata.require_dir(manual_dir, "MPI-INF-3DHP manual download directory")
-    b = builder(config, data_dir)
+    b = builder(config, data_dir, workers)
     b.download_and_prepare(download_config=tfds.download.DownloadConfig(
         manual_dir=os.fspath(manual_dir)))
     return b

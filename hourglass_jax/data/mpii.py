@@ -159,8 +159,10 @@ def builder(config: str | realdata.RealConfig = "small",
 
 
 def prepare(manual_dir: str | os.PathLike, config: str | realdata.RealConfig = "small",
-            data_dir: str | os.PathLike | None = None) -> Mpii:
-    """Build the dataset from the user's copy in `manual_dir`; returns the prepared builder."""
+            data_dir: str | os.PathLike | None = None, workers: int = 1) -> Mpii:
+    """Build the dataset from the user's copy in `manual_dir`; returns the prepared builder.
+    (`workers` is accepted for a uniform command line; MPII builds in one process in minutes.)"""
+    del workers
     realdata.require_dir(manual_dir, "MPII manual download directory")
     b = builder(config, data_dir)
     b.download_and_prepare(download_config=tfds.download.DownloadConfig(

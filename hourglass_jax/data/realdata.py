@@ -205,3 +205,31 @@ def require_prepared(dataset: str, data_dir: str | os.PathLike | None,
             f"dataset {dataset}/{name} is not prepared in {b.data_dir!r}. It is a manual "
             f"download: {mod.PREPARE_HINT}, then run `python -m hourglass_jax.data.prepare "
             f"{dataset} --manual_dir=MANUAL_DIR --config={name}{where}` (see docs/datasets.md)")
+
+
+def ordered_map(fn, items, workers: int = 1, window: int | None = None):
+    """Yield fn(item) for each item, in order, computed in `workers` processes.
+
+    The slow part of a build (video decoding, cropping) runs in parallel while the TFDS writer
+    consumes results in order. At most `window` (default 2 * workers) results are pending, so
+    memory stays bounded. Workers are spawned (not forked: the parent has JAX loaded), so `fn`
+    must be a module-level function and its arguments picklable. workers <= 1 runs in-process.
+    """
+    items = list(items)
+    if workers <= 1:
+        for it in items:
+            yield fn(it)
+        return
+    import collections
+    import concurrent.futures
+    import multiprocessing
+
+    window = window or 2 * workers
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+        pending: collections.deque = collections.deque()
+        todo = collections.deque(items)
+        while todo or pending:
+            while todo and len(pending) < window:
+                pending.append(pool.submit(fn, todo.popleft()))
+            yield pending.popleft().result()
