@@ -63,7 +63,9 @@ class Subject:
     width: factor on all capsule radii.
     tempo: playback speed factor of every clip (also shifts which instants the 10 fps frames
       sample, so subjects never share frames).
-    colors: RGB in [0, 1] per material of render.MATERIALS, and hair.
+    skin, top, bottom, shoes, hair: RGB in [0, 1] of the materials of render.MATERIALS
+      (skin: neck, forearms, hands, face; top: trunk, shoulders, upper arms; bottom: pelvis,
+      legs) and of the hair.
     """
 
     name: str
