@@ -11,8 +11,10 @@ one iteration updates, in this order (each the exact minimiser with the others f
     C  = SVT_{lambda_c/mu}(B + Y2/mu)
     E  = shrink_{lambda_e/mu}(X - XB + Y1/mu)
     B  = (I + X^T X)^{-1} (X^T (X - E) + C + (X^T Y1 - Y2)/mu)          (Woodbury, 3P x 3P)
-    X  = (mu X# - Y3 + (mu E - Y1)(I - B)^T) (2 lambda_d D D^T + mu (I-B)(I-B)^T + mu I)^{-1}
-         (Cholesky), then P_Omega(X) = P_Omega(S)
+    X  = argmin over the unobserved entries (observed ones held at S) of
+         tr(X M X^T)/2 - tr(R X^T),  M = 2 lambda_d D D^T + mu (I-B)(I-B)^T + mu I,
+         R = mu X# - Y3 + (mu E - Y1)(I - B)^T: per row, an SPD solve on its unobserved
+         frames (Cholesky; one factor per joint when the mask is per joint)
     Y1 += mu (X - XB - E); Y2 += mu (B - C); Y3 += mu (X - X#); mu = min(rho mu, mu_max)
 
 and stops early when the three relative primal residuals are all below `tol`:
@@ -68,7 +70,8 @@ class CompletionResult(NamedTuple):
 
 
 def _alm(s: jax.Array, mask: jax.Array, x0: jax.Array, valid: jax.Array,
-         cfg: CompletionConfig) -> SolveResult:
+         cfg: CompletionConfig, group: int = 1) -> SolveResult:
+    # group: consecutive rows sharing one observed mask (3 = x, y, z of a joint), static.
     dtype = s.dtype
     r, f = s.shape
     vf = valid.astype(dtype)
@@ -82,6 +85,7 @@ def _alm(s: jax.Array, mask: jax.Array, x0: jax.Array, valid: jax.Array,
     norm_b = jnp.sqrt(jnp.maximum(jnp.sum(vf), 1.0))
     zeros_rf = jnp.zeros((r, f), dtype)
     zeros_ff = jnp.zeros((f, f), dtype)
+    free = ~mask[::group] & valid[None, :]  # (R / group, F) entries the X step may change
 
     def cond(state):
         it, res = state[-2], state[-1]
@@ -98,8 +102,10 @@ def _alm(s: jax.Array, mask: jax.Array, x0: jax.Array, valid: jax.Array,
         i_b = eye - b
         m = 2.0 * cfg.lambda_d * lap + mu * (i_b @ i_b.T) + mu * eye
         rhs_x = mu * xs - y3 + (mu * e - y1) @ i_b.T
-        x = ops.spd_solve_right(rhs_x, m)
-        x = jnp.where(mask, s, x) * vf  # hold P_Omega(X) = P_Omega(S); padding stays 0
+        # Exact minimiser with P_Omega(X) = P_Omega(S) held (solving without the constraint and
+        # then resetting the observed entries is not: it biased the completions, measured on
+        # mocap, docs/completion.md). Padding frames are held at 0.
+        x = ops.constrained_spd_solve_right(rhs_x, m, free, s) * vf
         r1 = x - x @ b - e
         r2 = b - c
         r3 = x - xs
@@ -165,7 +171,8 @@ def complete_core(poses: jax.Array, observed: jax.Array, valid: jax.Array,
 
     Args:
       poses: (F, P, 3) float, NaN allowed where not observed.
-      observed: (F, P, 3) bool.
+      observed: (F, P) bool (one mask per joint: one Cholesky factor per joint in the X step)
+        or (F, P, 3) bool (per coordinate: one factor per row).
       valid: (F,) bool, False for padding frames (their outputs are 0).
       config: CompletionConfig (static).
     Returns:
@@ -175,8 +182,13 @@ def complete_core(poses: jax.Array, observed: jax.Array, valid: jax.Array,
     poses = poses.astype(dtype)
     f, p, _ = poses.shape
     vmask = valid[:, None, None]
+    group = 3 if observed.ndim == 2 else 1
+    if observed.ndim == 2:
+        observed = jnp.broadcast_to(observed[..., None], poses.shape)
     obs = observed & vmask
     known = jnp.isfinite(poses) & vmask
+    if config.init == "interpolation":  # ignore unconfident predictions, start from the gap fill
+        known = known & obs
     # Centre (per joint coordinate over time, or per axis) and scale by one RMS, all over the
     # observed entries: float32 then sees O(1) numbers whatever the units, and the lambdas mean
     # the same for mm or m.
@@ -194,7 +206,7 @@ def complete_core(poses: jax.Array, observed: jax.Array, valid: jax.Array,
     s_mat = _to_matrix(jnp.where(obs, normed, 0.0))
     obs_mat = _to_matrix(obs)
     x0 = ops.fill_linear(_to_matrix(jnp.where(known, normed, 0.0)), _to_matrix(known), valid)
-    res = _alm(s_mat, obs_mat, x0, valid, config)
+    res = _alm(s_mat, obs_mat, x0, valid, config, group)
     x = _from_matrix(res.X, p) * scale + centre
     x = jnp.where(obs, poses, x)  # observed entries exactly as given (no round trip error)
     x = jnp.where(vmask, x, 0.0)
@@ -270,9 +282,10 @@ def complete(poses, observed, config: CompletionConfig = CompletionConfig()) -> 
     max_iters gives converged=False, no exception.
     """
     _check_shapes(poses, config)
-    obs = _observed_3d(tuple(np.shape(poses)), observed)
+    _observed_3d(tuple(np.shape(poses)), observed)  # shape and dtype checks
     if _is_concrete(poses, observed):
         validate_inputs(poses, observed, config)
+    obs = jnp.asarray(observed)  # (F, P) stays per joint: fewer Cholesky factors
     poses = jnp.asarray(poses)
     valid = jnp.ones((poses.shape[0],), bool)
     return _complete_jit(poses, obs, valid, config)

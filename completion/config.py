@@ -27,6 +27,9 @@ class CompletionConfig:
       max_iters: iteration cap; reaching it gives converged=False, no exception.
       center: normalisation before solving: "row" subtracts each joint coordinate's mean over
         its observed frames, "axis" one mean per x/y/z axis; both then divide by one RMS scale.
+      init: start of X and X# at the unobserved entries: "predictions" (the paper: the network's
+        predictions, NaN filled by linear interpolation over time) or "interpolation" (every
+        unobserved entry from linear interpolation of the observed ones).
       svt: "eigh" (singular value thresholding through the eigendecomposition of the small
         Gram matrix, the fast path) or "svd" (a full SVD).
     """
@@ -41,6 +44,7 @@ class CompletionConfig:
     max_iters: int = 500
     svt: str = "eigh"
     center: str = "row"
+    init: str = "predictions"
 
     def validate(self) -> "CompletionConfig":
         """Raise ValueError naming the first bad field; return self when all are valid."""
@@ -66,6 +70,9 @@ class CompletionConfig:
             raise ValueError(f"CompletionConfig.svt must be one of {_SVT_METHODS}, got {self.svt!r}")
         if self.center not in ("row", "axis"):
             raise ValueError(f"CompletionConfig.center must be 'row' or 'axis', got {self.center!r}")
+        if self.init not in ("predictions", "interpolation"):
+            raise ValueError(f"CompletionConfig.init must be 'predictions' or 'interpolation', "
+                             f"got {self.init!r}")
         return self
 
     def replace(self, **changes) -> "CompletionConfig":

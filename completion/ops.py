@@ -85,13 +85,6 @@ def temporal_diff(x: jax.Array, valid: jax.Array) -> jax.Array:
     return (x[:, 1:] - x[:, :-1]) * w
 
 
-def spd_solve_right(rhs: jax.Array, m: jax.Array) -> jax.Array:
-    """Solve X M = rhs for symmetric positive definite M (F, F) by Cholesky; rhs (R, F)."""
-    chol = jnp.linalg.cholesky(m)
-    y = jax.scipy.linalg.solve_triangular(chol, rhs.T, lower=True)
-    return jax.scipy.linalg.solve_triangular(chol.T, y, lower=False).T
-
-
 def _woodbury_once(x: jax.Array, chol: jax.Array, rhs: jax.Array) -> jax.Array:
     y = jax.scipy.linalg.solve_triangular(chol, x @ rhs, lower=True)
     z = jax.scipy.linalg.solve_triangular(chol.T, y, lower=False)
@@ -144,3 +137,32 @@ def fill_linear(values: jax.Array, known: jax.Array, valid: jax.Array) -> jax.Ar
                     jnp.where(has_prev, v_prev, jnp.where(has_next, v_next, 0.0)))
     out = jnp.where(known, values, out)
     return jnp.where(valid[None, :], out, 0.0)
+
+
+def constrained_spd_solve_right(rhs: jax.Array, m: jax.Array, free: jax.Array,
+                                fixed: jax.Array) -> jax.Array:
+    """Minimise sum_r (x_r M x_r^T / 2 - rhs_r x_r^T) with the non-free entries of x held fixed.
+
+    The exact X step of Eq. 1 under P_Omega(X) = P_Omega(S): each row r solves
+    M[h, h] x_r[h] = rhs_r[h] - fixed_r[o] M[o, h] over its free (hidden) frames h, o the rest.
+    Rows are grouped: all k rows of a group share one free mask and one Cholesky factor (the
+    x, y, z rows of a joint when the mask is per joint). Held entries get identity rows, so
+    the result keeps them exactly.
+
+    Args:
+      rhs: (G*k, F); m: (F, F) symmetric positive definite; free: (G, F) bool;
+      fixed: (G*k, F) values of the held entries (ignored where free).
+    Returns:
+      (G*k, F) solution.
+    """
+    g, f = free.shape
+    k = rhs.shape[0] // g
+    dtype = rhs.dtype
+    fr = free.astype(dtype)
+    fixed = jnp.where(jnp.repeat(free, k, axis=0), 0.0, fixed)
+    mg = m[None] * fr[:, :, None] * fr[:, None, :] + jax.vmap(jnp.diag)(1.0 - fr)  # (G, F, F)
+    b = jnp.where(jnp.repeat(free, k, axis=0), rhs - fixed @ m, fixed).reshape(g, k, f)
+    chol = jnp.linalg.cholesky(mg)
+    y = jax.scipy.linalg.solve_triangular(chol, jnp.swapaxes(b, 1, 2), lower=True)
+    x = jax.scipy.linalg.solve_triangular(jnp.swapaxes(chol, 1, 2), y, lower=False)
+    return jnp.swapaxes(x, 1, 2).reshape(g * k, f)

@@ -2,8 +2,8 @@
 
 The test oracle and the benchmark baseline for `completion.alm`. It shares no code with the JAX
 solver and takes the direct route at every step: SVT by a full SVD (the definition), the B
-and X subproblems by dense `np.linalg.solve` of their F x F normal equations (no Woodbury, no
-Cholesky), gap filling by `np.interp`. Float64 by default; `dtype` selects any float type.
+subproblem by a dense `np.linalg.solve` of its F x F normal equations (no Woodbury), the X
+subproblem row by row on the unobserved frames (no Cholesky, no grouping), gap filling by `np.interp`. Float64 by default; `dtype` selects any float type.
 """
 from __future__ import annotations
 
@@ -84,12 +84,19 @@ def solve(S, mask, X0, config: CompletionConfig = CompletionConfig(), valid=None
         e = np.sign(g) * np.maximum(np.abs(g) - config.lambda_e / mu, 0.0)
         # d/dB = 0: (I + X^T X) B = X^T (X - E) + C + (X^T Y1 - Y2) / mu
         b = np.linalg.solve(eye + x.T @ x, x.T @ (x - e) + c + (x.T @ y1 - y2) / mu)
-        # d/dX = 0: X (2 ld D D^T + mu (I-B)(I-B)^T + mu I) = mu X# - Y3 + (mu E - Y1)(I-B)^T
+        # X step: the gradient in X is X M - rhs with
+        #   M = 2 ld D D^T + mu (I-B)(I-B)^T + mu I,  rhs = mu X# - Y3 + (mu E - Y1)(I-B)^T;
+        # it must vanish on the unobserved entries while the observed ones stay at S: per row,
+        # M[h, h] x[h] = rhs[h] - x[o] M[o, h] (h unobserved frames, o the rest).
         ib = eye - b
         m = 2.0 * config.lambda_d * d @ d.T + mu * ib @ ib.T + mu * eye
         rhs = mu * xs - y3 + (mu * e - y1) @ ib.T
-        x = np.linalg.solve(m.T, rhs.T).T
-        x = np.where(mask, s, x) * vf
+        x = s.copy()  # observed entries = S, the rest 0 until solved
+        for k in range(r):
+            h = ~mask[k] & valid
+            if h.any():
+                o = ~h
+                x[k, h] = np.linalg.solve(m[np.ix_(h, h)], rhs[k, h] - x[k, o] @ m[np.ix_(o, h)])
         r1, r2, r3 = x - x @ b - e, b - c, x - xs
         y1 = y1 + mu * r1
         y2 = y2 + mu * r2
@@ -127,7 +134,8 @@ def complete(poses, observed, config: CompletionConfig = CompletionConfig(),
     scale = scale if scale > 0 else dtype(1.0)
     normed = (p_in - centre) / scale
     to_m = lambda a: a.reshape(f, -1).T  # noqa: E731  (F, P, 3) -> (3P, F), row p*3 + c
-    s_m, obs_m, known_m = to_m(normed), to_m(obs), to_m(np.isfinite(p_in))
+    known = np.isfinite(p_in) & (obs if config.init == "interpolation" else True)
+    s_m, obs_m, known_m = to_m(normed), to_m(obs), to_m(known)
     x0 = np.zeros_like(s_m)
     t = np.arange(f)
     for k in range(s_m.shape[0]):

@@ -45,7 +45,7 @@ def run_padded(poses: np.ndarray, observed: np.ndarray, valid: np.ndarray,
     """Solve a padded batch (no validation; see `complete_batch`).
 
     Args:
-      poses: (N, F, P, 3); observed: (N, F, P, 3) bool; valid: (N, F) bool.
+      poses: (N, F, P, 3); observed: (N, F, P) or (N, F, P, 3) bool; valid: (N, F) bool.
       mesh: optional device mesh; the batch is split along `axis_name` (default: the mesh's first
         axis) and each device runs the vmapped solver on its slice. N is padded up to a multiple
         of that axis' size with copies of the first sequence, dropped again on return.
@@ -135,11 +135,12 @@ def complete_batch(sequences, observed, config: CompletionConfig = CompletionCon
     # float64 only when JAX runs with x64 enabled, otherwise float32 (what JAX would use anyway).
     dtype = jax.dtypes.canonicalize_dtype(np.result_type(*[s.dtype for s in seqs], np.float32))
     poses = np.zeros((n, f_max, p, 3), dtype)
-    obs = np.zeros((n, f_max, p, 3), bool)
+    per_joint = all(o.ndim == 2 for o in obss)  # keep (F, P) masks: one factor per joint
+    obs = np.zeros((n, f_max, p) if per_joint else (n, f_max, p, 3), bool)
     valid = np.zeros((n, f_max), bool)
     for i, (s, o) in enumerate(zip(seqs, obss)):
         poses[i, :len(s)] = s
-        obs[i, :len(s)] = _obs3(o, s.shape)
+        obs[i, :len(s)] = o if per_joint else _obs3(o, s.shape)
         valid[i, :len(s)] = True
     out = run_padded(poses, obs, valid, config, mesh, axis_name)
     if not as_list:
@@ -207,7 +208,7 @@ def complete_long(poses, observed, config: CompletionConfig = CompletionConfig()
     f = x.shape[0]
     if f <= window:
         return complete(x, observed, config)
-    obs = _obs3(observed, x.shape)
+    obs = np.asarray(observed)
     starts = window_starts(f, window, overlap)
     idx = starts[:, None] + np.arange(window)[None, :]
     out = run_padded(x[idx], obs[idx], np.ones(idx.shape, bool), config, mesh)
@@ -217,7 +218,7 @@ def complete_long(poses, observed, config: CompletionConfig = CompletionConfig()
     e_acc = np.zeros(x.shape, np.float64)
     np.add.at(x_acc, idx, w * np.asarray(out.X, np.float64))
     np.add.at(e_acc, idx, w * np.asarray(out.E, np.float64))
-    x_acc = np.where(obs, x, x_acc)
+    x_acc = np.where(_obs3(obs, x.shape), x, x_acc)
     return CompletionResult(
         X=jnp.asarray(x_acc.astype(dtype)), E=jnp.asarray(e_acc.astype(dtype)),
         iterations=jnp.max(out.iterations), converged=jnp.all(out.converged),
