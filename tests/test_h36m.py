@@ -2,6 +2,7 @@
 preprocessed annot h5 + extracted frames."""
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import h5py
@@ -169,6 +170,13 @@ def test_missing_video_wrong_cdf_and_truncated_video_are_clear_errors(release, t
                   str(vid))
     with pytest.raises(realdata.LayoutError, match=r"truncated.*3 decodable frames.*11"):
         list(h36m.original_examples(t, RES, 5))
+    # A download cut short: the mp4's index is missing, ffmpeg cannot open it.
+    data = open(os.path.join(root, "S1/Videos/Walking.55011271.mp4"), "rb").read()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[:len(data) // 2])
+    with pytest.raises(realdata.LayoutError,
+                       match=r"cannot decode .*cut\.mp4 \(expected a video with 11 frames\)"):
+        list(h36m.original_examples(dataclasses.replace(t, video=str(cut)), RES, 5))
     # Neither layout.
     with pytest.raises(realdata.LayoutError, match="neither Human3.6M layout"):
         h36m.detect_layout(str(tmp_path / "empty"))

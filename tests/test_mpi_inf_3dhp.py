@@ -193,6 +193,13 @@ def test_bad_input_is_a_clear_error(built, tmp_path):
     _write_train_seq(str(tmp_path), "S1", 1, rng, cams=CAMS, video_frames=3)
     with pytest.raises(realdata.LayoutError, match=r"video_0\.avi is truncated: .*3 decodable.*7"):
         list(m3.train_examples(str(tmp_path), "S1", 1, cfg))
+    # A download cut short (the avi's tail and index missing).
+    _write_train_seq(str(tmp_path), "S1", 1, rng, cams=CAMS)
+    vid = tmp_path / "S1" / "Seq1" / "imageSequence" / "video_0.avi"
+    data = vid.read_bytes()
+    vid.write_bytes(data[:len(data) * 6 // 10])
+    with pytest.raises(realdata.LayoutError, match=r"video_0\.avi is truncated: .*expects .*7"):
+        list(m3.train_examples(str(tmp_path), "S1", 1, cfg))
     # Wrong layout in annot.mat: 27 joints per frame.
     bad = np.empty((14, 1), object)
     for c in range(14):
