@@ -12,9 +12,10 @@ import pytest
 
 from hourglass_jax import importer, model
 
+# ImportError, not only ModuleNotFoundError: a torch wheel that cannot load also means "skip".
 torch = pytest.importorskip(
     "torch", reason="torch is not installed: the importer test needs a PyTorch reference "
-    "(pip install torch, CPU wheel)")
+    "(pip install torch, CPU wheel)", exc_type=ImportError)
 nn = torch.nn
 # One thread: the reference nets are tiny, and torch's thread pool fights JAX for the 2 cores
 # (its first forward took ~10 s under load with the default threads, 0.03 s with one).
