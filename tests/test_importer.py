@@ -66,9 +66,10 @@ def test_key_table_round_trip_without_torch():
     """Random Detector2D variables written out under the PyTorch layout's names (kernels as
     (out, in, kh, kw)), plus the entries PyTorch has and Flax does not use, import back exactly."""
     cfg = model.model_config("test")  # 2 stacks, hourglass depth 2
-    init = model.Detector2D(cfg).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False)
+    shapes = jax.eval_shape(lambda: model.Detector2D(cfg).init(
+        jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False))  # shapes only: no compute
     rng = np.random.default_rng(0)
-    variables = jax.tree.map(lambda x: rng.normal(size=x.shape).astype(np.float32), init)
+    variables = jax.tree.map(lambda x: rng.normal(size=x.shape).astype(np.float32), shapes)
     state = {}
     for col in ("params", "batch_stats"):
         for path, leaf in jax.tree_util.tree_flatten_with_path(variables[col])[0]:
