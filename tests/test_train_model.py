@@ -51,8 +51,8 @@ def _max_diff(a, b):
 def variables():
     """The volumetric network's initial variables (initialising it is the slow part)."""
     model = VolumetricHourglass(CFG)
-    return jax.jit(lambda k: model.init(k, np.zeros((1, 32, 32, 3), np.float32), train=False))(
-        jax.random.key(0))
+    # Eager: compiling the initialiser takes longer than running it op by op on CPU.
+    return model.init(jax.random.key(0), np.zeros((1, 32, 32, 3), np.float32), train=False)
 
 
 def _state(variables, tx, collection=None):
@@ -97,17 +97,23 @@ def test_frozen_detector_rmsprop_keeps_no_moments(variables):
 
 def test_2d_pretraining_step_trains_everything_and_lowers_loss(variables):
     model = Detector2D(CFG)
-    tx = train.make_optimizer(train.SUPERVISED_LR)
+    tx = train.make_optimizer(1e-3)
     state = _state(variables, tx, "detector")  # a Detector2D's variables
     mesh = M.make_data_mesh(8)
     step = train.make_train_step(model, loss_2d, tx, mesh)
     s = train.place_state(state, mesh)
-    batch = M.shard_global_batch(_batch(0), mesh)
+    host = _batch(0)
+    batch = M.shard_global_batch(host, mesh)
     losses = []
     for _ in range(6):  # the same batch: the loss must fall
         s, m = step(s, batch)
         losses.append(float(m["loss"]))
-    assert losses[-1] < 0.7 * losses[0], losses
+    # The heads start near zero, so the first loss is about that of predicting all zeros,
+    # computed here independently (float64): the network must do clearly better.
+    zeros_loss = CFG.num_2d_stacks * np.mean(host["heatmaps2d"].astype(np.float64) ** 2)
+    assert losses[0] == pytest.approx(zeros_loss, rel=0.05)
+    assert all(b < a for a, b in zip(losses, losses[1:])), losses
+    assert losses[-1] < 0.75 * zeros_loss, (losses, zeros_loss)
     after = jax.device_get(s)
     moved = [float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
              for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(after.params))]
