@@ -121,15 +121,17 @@ def _run_fit(workdir: str, total_steps: int, checkpoint_every: int, sleep_s: flo
               checkpoint_every=checkpoint_every, log_every=1, run_meta={"test": "kill"})
 
 
-def _run_dist(port: int, process_id: int, out: str, steps: int) -> None:
+def _run_dist(port: int, process_id: int, out: str, steps: int, workdir: str) -> None:
+    """One process of a 2-process job: `steps` steps through `fit` (with its checkpoints), then
+    one more step by hand to get the metrics; process 0 writes the result."""
     from hourglass_jax import mesh as M, train
     M.initialize_distributed(f"127.0.0.1:{port}", 2, process_id)
     model, tx, state = init_state(frozen=())
     mesh = M.make_data_mesh()
+    state = train.fit(model, loss_fn, tx, state, make_batch, workdir=workdir, total_steps=steps,
+                      mesh=mesh, checkpoint_every=1, log_every=1)
     step = train.make_train_step(model, loss_fn, tx, mesh)
-    state = train.place_state(state, mesh)
-    for s in range(steps):
-        state, metrics = step(state, M.shard_global_batch(make_batch(s), mesh))
+    state, metrics = step(state, M.shard_global_batch(make_batch(steps), mesh))
     # Replicated: this process's first shard holds the whole value.
     host = jax.tree.map(lambda x: np.asarray(x.addressable_shards[0].data), state)
     if process_id == 0:
@@ -154,4 +156,4 @@ if __name__ == "__main__":
     if a.mode == "fit":
         _run_fit(a.workdir, a.total_steps, a.checkpoint_every, a.sleep_s)
     else:
-        _run_dist(a.port, a.process_id, a.out, a.steps)
+        _run_dist(a.port, a.process_id, a.out, a.steps, a.workdir)

@@ -1,4 +1,8 @@
-"""Two JAX processes on localhost (CPU collectives, 4 devices each) == one process (8 devices)."""
+"""Two JAX processes on localhost (CPU collectives, 4 devices each) == one process (8 devices).
+
+The two processes train through `fit` (checkpointing every step, both writing one orbax
+checkpoint), then take one more step by hand; this process repeats the same steps on its own
+8 devices, and restores the 2-process checkpoint onto its single-process mesh."""
 from __future__ import annotations
 
 import os
@@ -10,6 +14,7 @@ import jax
 import numpy as np
 
 import helpers_train as H
+from hourglass_jax import checkpoint as C
 from hourglass_jax import mesh as M
 from hourglass_jax import train
 
@@ -32,7 +37,8 @@ def test_two_processes_equal_one_process(tmp_path):
     port, out = _free_port(), tmp_path / "dist.npz"
     procs = [subprocess.Popen(
         [sys.executable, os.path.join(HERE, "helpers_train.py"), "dist", "--port", str(port),
-         "--process_id", str(i), "--out", str(out), "--steps", str(STEPS)],
+         "--process_id", str(i), "--out", str(out), "--steps", str(STEPS),
+         "--workdir", str(tmp_path / "run")],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
     try:
         logs = [p.communicate(timeout=150)[0] for p in procs]
@@ -47,9 +53,12 @@ def test_two_processes_equal_one_process(tmp_path):
     model, tx, state = H.init_state(frozen=())
     mesh = M.make_data_mesh(8)
     step = train.make_train_step(model, H.loss_fn, tx, mesh)
+    init = state
     state = train.place_state(state, mesh)
-    for s in range(STEPS):
+    for s in range(STEPS + 1):
         state, metrics = step(state, M.shard_global_batch(H.make_batch(s), mesh))
+        if s + 1 == STEPS:
+            at_checkpoint = jax.device_get(state)
     ref = jax.tree.leaves(jax.device_get((state.params, state.batch_stats,
                                           {"loss": metrics["loss"]})))
     got = H.load_leaves(str(out))
@@ -57,3 +66,13 @@ def test_two_processes_equal_one_process(tmp_path):
     for a, b in zip(ref, got):
         # Cross-process (gloo) reductions may sum in another order: float32 rounding only.
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+    assert max(float(np.max(np.abs(np.asarray(a) - b))) for a, b in zip(
+        jax.tree.leaves(init.params), got[:len(jax.tree.leaves(init.params))])) > 1e-4
+
+    with C.Checkpointer(tmp_path / "run" / "checkpoints", best_metric=None) as ck:
+        assert ck.all_steps() == list(range(1, STEPS + 1))
+        restored, meta = ck.restore(init, mesh=mesh)
+    assert meta["step"] == STEPS and int(restored.step) == STEPS
+    for a, b in zip(jax.tree.leaves(at_checkpoint), jax.tree.leaves(restored)):
+        assert b.sharding.is_equivalent_to(M.replicated(mesh), b.ndim)
+        np.testing.assert_allclose(np.asarray(b), a, rtol=1e-5, atol=1e-6)
