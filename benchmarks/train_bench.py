@@ -65,14 +65,16 @@ def _flops(compiled: Any) -> float | None:
 
 def _batch(cfg, batch_size: int, rs: np.random.Generator) -> dict[str, np.ndarray]:
     h, d = cfg.heatmap_size, cfg.depth_bins
-    return {"image": rs.uniform(0, 1, (batch_size, cfg.input_size, cfg.input_size, 3)).astype(np.float32),
+    s = cfg.input_size
+    return {"image": rs.uniform(0, 1, (batch_size, s, s, 3)).astype(np.float32),
             "heatmaps2d": rs.uniform(0, 1, (batch_size, h, h, 16)).astype(np.float32),
             "volume": rs.uniform(0, 1, (batch_size, 16, d, h, h)).astype(np.float32)}
 
 
 def _loss(stage: str):
     if stage == "pretrain2d":
-        return lambda out, b: (heatmap_loss({"heatmaps2d": out[0]}, {"heatmaps2d": b["heatmaps2d"]}), {})
+        return lambda out, b: (
+            heatmap_loss({"heatmaps2d": out[0]}, {"heatmaps2d": b["heatmaps2d"]}), {})
     return lambda out, b: (heatmap_loss(out, {"volume": b["volume"]}), {})
 
 
@@ -173,7 +175,8 @@ def run_case(config: str, stage: str, batch_size: int, dtype: str, steps: int, w
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="tiny", help="model preset: test, tiny or paper")
     p.add_argument("--cases", default="pretrain2d:32,volumetric:16,volumetric:32",
                    help="comma-separated stage:batch")

@@ -284,7 +284,8 @@ def fit(model: Any, loss_fn: LossFn, tx: optax.GradientTransformation, init_stat
         total_steps: int, mesh: Mesh | None = None, frozen: Sequence[str] = (),
         inputs_fn: InputsFn = _default_inputs, apply_kwargs: Mapping[str, Any] | None = None,
         checkpoint_every: int = 100, keep_last: int = 3, log_every: int = 10,
-        eval_every: int = 0, eval_fn: Callable[[TrainState, int], Mapping[str, float]] | None = None,
+        eval_every: int = 0,
+        eval_fn: Callable[[TrainState, int], Mapping[str, float]] | None = None,
         best_metric: str | None = "val_mpjpe", run_meta: Mapping[str, Any] | None = None,
         batch_is_global: bool = True, async_checkpoints: bool = True,
         stream: TextIO | None = None, stop_on_sigterm: bool = True) -> TrainState:

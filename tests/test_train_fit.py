@@ -84,7 +84,8 @@ def test_sigkill_sigterm_resume_reaches_same_parameters(tmp_path):
     assert proc.returncode == 0, out[-3000:]
     assert f"resuming from checkpoint step {killed_at}" in out
     stopped_at = int(out.split("SIGTERM: checkpointed step ")[1].split(",")[0])
-    assert killed_at + 2 <= stopped_at < TOTAL and C.latest_step(killed / "checkpoints") == stopped_at
+    assert killed_at + 2 <= stopped_at < TOTAL
+    assert C.latest_step(killed / "checkpoints") == stopped_at
     # Third run: resumes and finishes.
     resumed = subprocess.run(_fit_cmd(killed, sleep_s=0.0), env=_env(), capture_output=True,
                              text=True, timeout=180)

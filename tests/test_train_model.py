@@ -20,7 +20,8 @@ def _batch(seed: int) -> dict[str, np.ndarray]:
     h, d = CFG.heatmap_size, CFG.depth_bins
     joints = rs.uniform(1, h - 2, size=(B, 16, 3)).astype(np.float32)
     joints[..., 2] = rs.uniform(0.5, d - 1.5, size=(B, 16))
-    return {"image": rs.uniform(0, 1, size=(B, CFG.input_size, CFG.input_size, 3)).astype(np.float32),
+    s = CFG.input_size
+    return {"image": rs.uniform(0, 1, size=(B, s, s, 3)).astype(np.float32),
             "heatmaps2d": np.asarray(gaussian_heatmaps(joints[..., :2], h)),
             "volume": np.asarray(gaussian_volumes(joints, d, h))}
 

@@ -130,8 +130,8 @@ def test_eval_step_averages_over_devices():
     out = {}
     for n in (1, 8):
         mesh = M.make_data_mesh(n)
-        ev = train.make_eval_step(model, lambda o, b: {"mse": jnp.mean((o["pose"] - b["pose"]) ** 2)},
-                                  mesh)
+        ev = train.make_eval_step(
+            model, lambda o, b: {"mse": jnp.mean((o["pose"] - b["pose"]) ** 2)}, mesh)
         out[n] = float(ev(train.place_state(state, mesh), M.shard_global_batch(batch, mesh))["mse"])
     pred = model.apply({"params": state.params, "batch_stats": state.batch_stats},
                        batch["image"], train=False)["pose"]
