@@ -8,18 +8,25 @@ A rerun skips the stages that are done; a killed run resumes where it stopped.
 """
 from __future__ import annotations
 
+import os
 import time
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from experiments import common, configs
 from experiments import stages as stages_lib
 from experiments.workdir import Workdir, parse_stages
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, e.g. experiments/configs/subject_s1.py.")
+_PROTOCOL = flags.DEFINE_string(
+    "protocol", None, "A protocol name (a file of experiments/configs/), instead of --config.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Work directory for all stage outputs.")
 _STAGES = flags.DEFINE_string("stages", "all", "'all' or a comma list of stages to run.")
+_XLA_CACHE = flags.DEFINE_string(
+    "xla_cache", os.path.join(os.path.expanduser("~"), ".cache", "hourglass_jax", "xla"),
+    "Directory of the persistent XLA compilation cache ('' disables it).")
 
 
 def run(config, workdir_path: str, stage_spec: str = "all") -> Workdir:
@@ -43,11 +50,16 @@ def run(config, workdir_path: str, stage_spec: str = "all") -> Workdir:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    if _CONFIG.value is None:
-        raise app.UsageError("--config is required, e.g. --config=experiments/configs/subject_s1.py")
+    if (_CONFIG.value is None) == (_PROTOCOL.value is None):
+        raise app.UsageError(
+            "give one of --config=experiments/configs/<protocol>.py or --protocol=<protocol>; "
+            f"protocols: {', '.join(configs.protocols())}")
+    config = _CONFIG.value if _CONFIG.value is not None else \
+        configs.get_protocol_config(_PROTOCOL.value)
     if not _WORKDIR.value:
         raise app.UsageError("--workdir is required")
-    run(_CONFIG.value, _WORKDIR.value, _STAGES.value)
+    common.enable_compilation_cache(_XLA_CACHE.value)
+    run(config, _WORKDIR.value, _STAGES.value)
 
 
 if __name__ == "__main__":

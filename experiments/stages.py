@@ -1,0 +1,420 @@
+"""The stages of the two-stage method (paper Fig. 1), each reading from and writing to the workdir.
+
+pretrain2d -> train3d -> predict -> complete -> finetune -> evaluate -> report
+
+  pretrain2d  the 2D detector (2 stacks) on the 2D set (the MPII stand-in), then frozen
+  train3d     the volumetric stack on the labelled subjects/actions (the baseline)
+  predict     3D poses (mm) and per-joint confidences on every frame of the unlabelled videos
+  complete    Eq. 1 per video, batched over all videos; per-video bone lengths; the controls
+  finetune    the baseline fine-tuned on the pseudo-labels, once per loss setting
+  evaluate    MPJPE / NMPJPE / PMPJPE on the validation subjects, per action and subject
+  report      tables (markdown + JSON) and figures
+
+Training stages checkpoint with orbax as they go, so a killed run resumes inside the stage.
+Assumption shared with c2f-vol: the root's absolute depth is known (it only places the skeleton
+for back-projection; every error is root-relative). Ground truth of unlabelled videos is stored
+beside the predictions for the reports, never read by a training stage.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+import completion
+from experiments import common
+from experiments.workdir import Workdir
+from hourglass_jax import export, geometry, metrics, skeleton
+from hourglass_jax.data import pipeline
+from hourglass_jax.losses import finetune_loss
+from hourglass_jax.mesh import make_data_mesh
+from hourglass_jax.model import Detector2D, VolumetricHourglass
+from hourglass_jax.softargmax import predict_pose_mm
+from hourglass_jax.targets import heatmap_loss, heatmaps_from_crop_px, volumes_from_pose
+from hourglass_jax.train import create_train_state, fit, make_optimizer
+
+MODEL_DIR = "model"  # each training stage exports its final network to <stage dir>/model
+
+
+def _filters(subjects, actions) -> dict[str, Any]:
+    return {"subjects": common.tuple_or_none(subjects), "actions": common.tuple_or_none(actions)}
+
+
+def _mesh_for(batch_size: int):
+    """All devices that divide the batch (a batch of 32 on 3 devices would not split evenly)."""
+    n = len(jax.devices())
+    while batch_size % n:
+        n -= 1
+    return make_data_mesh(n)
+
+
+def _train(config, stage_dir: str, module, loss_fn, init_state, pipe, *, steps: int,
+           frozen=(), apply_kwargs=None, checkpoint_every: int, run_meta: dict):
+    batch_size = pipe.global_batch_size
+    return fit(module, loss_fn, make_optimizer(run_meta["learning_rate"], frozen=frozen),
+               init_state, lambda s: common.device_batch(pipe.batch_at(s)),
+               workdir=stage_dir, total_steps=steps, mesh=_mesh_for(batch_size), frozen=frozen,
+               apply_kwargs=apply_kwargs, checkpoint_every=checkpoint_every,
+               log_every=config.log_every, run_meta=run_meta, best_metric=None)
+
+
+def _variables(state) -> dict[str, Any]:
+    return jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
+
+
+# ------------------------------------------------------------------------------------ pretrain2d
+def pretrain2d(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
+    """Train the 2D detector on the 2D set with the L2 heatmap loss on both stacks."""
+    src = common.sources(config)["pretrain2d"]
+    cfg = common.network_config(config)
+    spec = common.volume_spec(cfg)
+    module = Detector2D(cfg)
+    c = config.pretrain2d
+    pipe = pipeline.TrainPipeline(src, global_batch_size=c.batch_size, seed=config.seed)
+
+    def loss_fn(outputs, batch):
+        heatmaps, _ = outputs
+        target = heatmaps_from_crop_px(batch["pose2d"], spec)
+        return heatmap_loss({"heatmaps2d": heatmaps}, {"heatmaps2d": target}), {}
+
+    tx = make_optimizer(c.learning_rate)
+    init = create_train_state(module, tx, config.seed, jnp.zeros((1, cfg.input_size,
+                                                                  cfg.input_size, 3)),
+                              train=False)
+    state = _train(config, workdir.stage_dir("pretrain2d"), module, loss_fn, init, pipe,
+                   steps=c.steps, checkpoint_every=c.checkpoint_every,
+                   run_meta={"stage": "pretrain2d", "learning_rate": c.learning_rate,
+                             "batch_size": c.batch_size})
+    export.save_model(workdir.file("pretrain2d", MODEL_DIR), "detector2d", cfg, _variables(state))
+    return {"steps": c.steps, "frames": len(pipe.indices)}
+
+
+# --------------------------------------------------------------------------------------- train3d
+def train3d(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
+    """Train the volumetric stack on the labelled split, the pretrained detector frozen."""
+    _, _, detector_vars = export.load_model(workdir.require("pretrain2d", MODEL_DIR))
+    src = common.sources(config)["train"]
+    cfg = common.network_config(config)
+    spec = common.volume_spec(cfg)
+    module = VolumetricHourglass(cfg)
+    c = config.train3d
+    pipe = pipeline.TrainPipeline(
+        src, global_batch_size=c.batch_size, seed=config.seed,
+        **_filters(config.data.labelled_subjects, config.data.labelled_actions))
+
+    def loss_fn(outputs, batch):
+        target = volumes_from_pose(batch["pose3d"], batch["intrinsics"], batch["center"],
+                                   batch["scale"], spec)
+        return heatmap_loss(outputs, {"volume": target}), {}
+
+    tx = make_optimizer(c.learning_rate, frozen=("detector",))
+    init = create_train_state(module, tx, config.seed,
+                              jnp.zeros((1, cfg.input_size, cfg.input_size, 3)), train=False)
+    init = init.replace(
+        params={**init.params, "detector": common.to_jnp(detector_vars["params"])},
+        batch_stats={**init.batch_stats, "detector": common.to_jnp(detector_vars["batch_stats"])})
+    state = _train(config, workdir.stage_dir("train3d"), module, loss_fn, init, pipe,
+                   steps=c.steps, frozen=("detector",), apply_kwargs={"train_detector": False},
+                   checkpoint_every=c.checkpoint_every,
+                   run_meta={"stage": "train3d", "learning_rate": c.learning_rate,
+                             "batch_size": c.batch_size})
+    export.save_model(workdir.file("train3d", MODEL_DIR), "volumetric", cfg, _variables(state))
+    return {"steps": c.steps, "labelled_frames": len(pipe.indices)}
+
+
+# --------------------------------------------------------------------------------------- predict
+def _predict_split(config, model_path: str, src, subjects, actions) -> dict[str, np.ndarray]:
+    """Predictions on whole videos, frame order kept: the arrays of predictions.npz."""
+    _, cfg, variables = export.load_model(model_path)
+    predict = common.make_predictor(cfg, config.model.softargmax_k)
+    variables = common.to_jnp(variables)
+    cols: dict[str, list] = {k: [] for k in ("sequence", "frame_index", "index", "subject",
+                                             "action", "camera", "pred", "pred_root",
+                                             "confidence", "gt")}
+    videos = pipeline.read_sequences(src, **_filters(subjects, actions))
+    start, done = time.time(), 0
+    for batch, pose, conf in common.predict_batches(predict, variables, (b for _, b in videos),
+                                                    config.predict.batch_size):
+        cols["sequence"].append(batch["sequence"])
+        cols["frame_index"].append(batch["frame"])
+        cols["index"].append(batch["index"])
+        for key in ("subject", "action", "camera"):
+            cols[key].append(batch[key])
+        cols["pred"].append(common.root_relative(pose))
+        cols["pred_root"].append(pose[:, skeleton.ROOT])
+        cols["confidence"].append(conf)
+        cols["gt"].append(batch["pose3d_rel"])
+        done += len(pose)
+        if len(cols["pred"]) % 20 == 0:
+            rate = done / (time.time() - start)
+            print(f"  predicted {done} frames ({rate:.0f} frames/s)", flush=True)
+    if not cols["pred"]:
+        raise ValueError(f"no videos selected for subjects {subjects} / actions {actions}")
+    out = {k: np.concatenate(v) for k, v in cols.items()}
+    _, out["sequence_id"] = np.unique(out["sequence"], return_inverse=True)
+    out["sequence_id"] = out["sequence_id"].astype(np.int32)
+    return out
+
+
+def predict(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
+    """Baseline predictions on every frame of the unlabelled videos."""
+    src = common.sources(config)["train"]
+    out = _predict_split(config, workdir.require("train3d", MODEL_DIR), src,
+                         config.data.unlabelled_subjects, config.data.unlabelled_actions)
+    _save_npz(workdir.file("predict", "predictions.npz"), out)
+    share = float(np.mean(out["confidence"] > config.complete.tau))
+    return {"frames": len(out["pred"]), "videos": int(out["sequence_id"].max()) + 1,
+            "share_above_tau": share}
+
+
+def _save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
+    tmp = path + ".tmp.npz"
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def _load_npz(path: str) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as f:
+        return {k: f[k] for k in f.files}
+
+
+# -------------------------------------------------------------------------------------- complete
+def solver_config(config: ml_collections.ConfigDict) -> completion.CompletionConfig:
+    return completion.CompletionConfig(max_iters=int(config.complete.max_iters))
+
+
+def complete_videos(preds: dict[str, np.ndarray], tau: float,
+                    solver: completion.CompletionConfig, max_window: int
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Eq. 1 on every video of a predictions table, all videos in one batched solve.
+
+    Returns completed (N, 16, 3) mm, interpolation control (N, 16, 3) mm, observed (N, 16)
+    and solver statistics. Videos with no confident entry keep their raw predictions.
+    """
+    observed = preds["confidence"] > tau
+    completed = preds["pred"].astype(np.float64).copy()
+    interp = completed.copy()
+    short, long_, kept = [], [], 0
+    for vid in np.unique(preds["sequence_id"]):
+        rows = np.flatnonzero(preds["sequence_id"] == vid)
+        rows = rows[np.argsort(preds["frame_index"][rows])]
+        if len(rows) < 2 or not observed[rows].any():
+            kept += 1
+            continue
+        (long_ if len(rows) > max_window else short).append(rows)
+    iters, converged = [], 0
+    if short:
+        results = completion.complete_batch([preds["pred"][r] for r in short],
+                                            [observed[r] for r in short], solver)
+        for rows, res in zip(short, results):
+            completed[rows] = np.asarray(res.X)
+            iters.append(int(res.iterations))
+            converged += bool(res.converged)
+    for rows in long_:
+        res = completion.complete_long(preds["pred"][rows], observed[rows], solver,
+                                       window=max_window)
+        completed[rows] = np.asarray(res.X)
+        iters.append(int(res.iterations))
+        converged += bool(res.converged)
+    for rows in short + long_:
+        interp[rows] = completion.interpolate(preds["pred"][rows], observed[rows])
+    stats = {"videos": len(short) + len(long_) + kept, "videos_solved": len(short) + len(long_),
+             "videos_without_confident_entries": kept, "frames": int(len(completed)),
+             "iterations_mean": float(np.mean(iters)) if iters else 0.0,
+             "converged": int(converged)}
+    return completed.astype(np.float32), interp.astype(np.float32), observed, stats
+
+
+def video_bone_lengths(poses: np.ndarray, sequence_id: np.ndarray) -> np.ndarray:
+    """Per-video bone lengths (median over the video's frames), repeated per frame: (N, 11) mm."""
+    lengths = skeleton.bone_lengths(np.asarray(poses, np.float64))
+    out = np.empty_like(lengths)
+    for vid in np.unique(sequence_id):
+        rows = sequence_id == vid
+        out[rows] = np.median(lengths[rows], axis=0)
+    return out.astype(np.float32)
+
+
+def complete(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
+    """Pseudo-labels: the completed predictions of every unlabelled video (paper Sec. 3.2)."""
+    preds = _load_npz(workdir.require("predict", "predictions.npz"))
+    start = time.time()
+    completed, interp, observed, stats = complete_videos(
+        preds, config.complete.tau, solver_config(config), config.complete.max_window)
+    stats["seconds"] = round(time.time() - start, 2)
+    out = dict(preds, completed=completed, interp=interp, observed=observed,
+               bone_lengths=video_bone_lengths(completed, preds["sequence_id"]))
+    _save_npz(workdir.file("complete", "pseudo_labels.npz"), out)
+    with open(workdir.file("complete", "solver_stats.json"), "w") as f:
+        json.dump(stats, f, indent=2)
+    before = float(np.mean(metrics.mpjpe(preds["pred"], preds["gt"])))
+    after = float(np.mean(metrics.mpjpe(completed, preds["gt"])))
+    print(f"  completion: MPJPE of the unlabelled predictions {before:.1f} -> {after:.1f} mm "
+          f"({stats['videos_solved']} videos, {stats['seconds']} s)", flush=True)
+    return {**stats, "mpjpe_predictions": before, "mpjpe_completed": after}
+
+
+# -------------------------------------------------------------------------------------- finetune
+# Which pseudo-label each loss setting trains on, whether it weights by confidence (Eq. 3-4),
+# and whether it adds the bone-length term (Eq. 5).
+SETTINGS: dict[str, tuple[str, bool, bool]] = {
+    "original": ("pred", False, False),
+    "optimised": ("completed", False, False),
+    "weighted": ("completed", True, False),
+    "bone": ("completed", True, True),
+    "interp": ("interp", False, False),
+}
+
+
+class PseudoLabels:
+    """Replaces a training record's 3D target by its pseudo-label (a grain-safe callable).
+
+    The pseudo-label is placed in the camera frame at the baseline's predicted root (x, y from
+    the network, z the known root depth) and projected into the crop, so the augmentation moves
+    it exactly as it moves a true label. Adds per-joint `confidence` and per-video
+    `bone_lengths`, which the flip augmentation permutes with the joints and bones.
+    """
+
+    def __init__(self, labels: dict[str, np.ndarray], target: str, weighted: bool):
+        self.row_of = {int(i): r for r, i in enumerate(labels["index"])}
+        self.poses = labels[target] + labels["pred_root"][:, None, :]
+        self.confidence = (labels["confidence"] if weighted
+                           else np.ones_like(labels["confidence"])).astype(np.float32)
+        self.bone_lengths = labels["bone_lengths"].astype(np.float32)
+
+    def __call__(self, sample: dict) -> dict:
+        row = self.row_of[int(sample["index"])]
+        out = dict(sample)
+        pose = self.poses[row].astype(np.float32)
+        res = sample["image"].shape[0]
+        uv = geometry.project(pose.astype(np.float64), sample["intrinsics"].astype(np.float64))
+        out["pose3d"] = pose
+        out["pose2d"] = geometry.image_to_crop(uv, sample["center"].astype(np.float64),
+                                               float(sample["scale"]), res).astype(np.float32)
+        out["confidence"] = self.confidence[row]
+        out["bone_lengths"] = self.bone_lengths[row]
+        return out
+
+
+def finetune_loss_fn(spec, k: int, tau: float, gamma: float) -> Callable:
+    """Eq. 2 on root-relative mm coordinates from the local soft-argmax (paper Sec. 3.3)."""
+
+    def loss_fn(outputs, batch):
+        pose, _ = predict_pose_mm(outputs["volume"], batch["intrinsics"], batch["center"],
+                                  batch["scale"], batch["root_depth"], spec, k)
+        pred = pose - pose[:, skeleton.ROOT:skeleton.ROOT + 1]
+        target = batch["pose3d"] - batch["pose3d"][:, skeleton.ROOT:skeleton.ROOT + 1]
+        loss, parts = finetune_loss(pred, target, batch["confidence"], batch["bone_lengths"],
+                                    tau=tau, gamma=gamma)
+        return loss, parts
+
+    return loss_fn
+
+
+def finetune_steps(config: ml_collections.ConfigDict, frames: int) -> int:
+    c = config.finetune
+    if c.steps:
+        return int(c.steps)
+    return max(1, int(round(c.epochs * frames / c.batch_size)))
+
+
+def finetune(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
+    """Fine-tune the baseline on the pseudo-labels, once per loss setting (paper Table 5)."""
+    c = config.finetune
+    unknown = [s for s in c.settings if s not in SETTINGS]
+    if unknown:
+        raise ValueError(f"unknown finetune setting(s) {unknown}; valid: {', '.join(SETTINGS)}")
+    labels = _load_npz(workdir.require("complete", "pseudo_labels.npz"))
+    baseline = workdir.require("train3d", MODEL_DIR)
+    src = common.sources(config)["train"]
+    info = {}
+    for setting in c.settings:
+        stage_dir = os.path.join(workdir.stage_dir("finetune"), setting)
+        model_path = os.path.join(stage_dir, MODEL_DIR)
+        if os.path.exists(os.path.join(model_path, "model_config.json")):
+            print(f"  finetune/{setting}: done already, skipped", flush=True)
+            continue
+        target, weighted, bones = SETTINGS[setting]
+        module, cfg, variables = export.load_model(baseline)
+        spec = common.volume_spec(cfg)
+        pipe = pipeline.TrainPipeline(
+            src, global_batch_size=c.batch_size, seed=config.seed + 1,
+            relabel=PseudoLabels(labels, target, weighted),
+            **_filters(config.data.unlabelled_subjects, config.data.unlabelled_actions))
+        steps = finetune_steps(config, len(pipe.indices))
+        tx = make_optimizer(c.learning_rate, frozen=("detector",))
+        init = create_train_state(module, tx, config.seed,
+                                  jnp.zeros((1, cfg.input_size, cfg.input_size, 3)), train=False)
+        init = init.replace(params=common.to_jnp(variables["params"]),
+                            batch_stats=common.to_jnp(variables["batch_stats"]))
+        print(f"  finetune/{setting}: {steps} steps on {len(pipe.indices)} pseudo-labelled "
+              f"frames", flush=True)
+        state = _train(config, stage_dir, module,
+                       finetune_loss_fn(spec, config.model.softargmax_k, c.tau,
+                                        c.gamma if bones else 0.0),
+                       init, pipe, steps=steps, frozen=("detector",),
+                       apply_kwargs={"train_detector": False},
+                       checkpoint_every=c.checkpoint_every,
+                       run_meta={"stage": f"finetune/{setting}", "learning_rate": c.learning_rate,
+                                 "batch_size": c.batch_size, "gamma": c.gamma, "tau": c.tau})
+        export.save_model(model_path, "volumetric", cfg, _variables(state))
+        info[setting] = {"steps": steps}
+    return {"settings": list(c.settings), **info}
+
+
+# -------------------------------------------------------------------------------------- evaluate
+def evaluate_model(config, model_path: str, src) -> tuple[dict, dict[str, np.ndarray]]:
+    """Validation errors of one network: overall / per action / per subject, and predictions."""
+    out = _predict_split(config, model_path, src, config.data.validation_subjects, ())
+    errors = {name: np.asarray(fn(out["pred"], out["gt"]))
+              for name, fn in (("mpjpe", metrics.mpjpe), ("nmpjpe", metrics.nmpjpe),
+                               ("pmpjpe", metrics.pmpjpe))}
+    result: dict[str, Any] = {"overall": {m: float(e.mean()) for m, e in errors.items()},
+                              "frames": int(len(out["pred"]))}
+    for group in ("action", "subject"):
+        keys = out[group].astype(str)
+        result[f"per_{group}"] = {
+            key: {m: float(e[keys == key].mean()) for m, e in errors.items()}
+            for key in sorted(set(keys.tolist()))}
+    preds = {k: out[k] for k in ("subject", "action", "sequence_id", "frame_index", "pred",
+                                 "gt", "confidence")}
+    return result, preds
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
+    """MPJPE, NMPJPE, PMPJPE of the baseline and every fine-tuned network on validation."""
+    src = common.sources(config)["validation"]
+    models = {"baseline": workdir.require("train3d", MODEL_DIR)}
+    for setting in config.finetune.settings:
+        models[setting] = workdir.require("finetune", os.path.join(setting, MODEL_DIR))
+    results = {}
+    for name, path in models.items():
+        results[name], preds = evaluate_model(config, path, src)
+        _save_npz(workdir.file("evaluate", f"predictions_{name}.npz"), preds)
+        o = results[name]["overall"]
+        print(f"  {name:>10}: MPJPE {o['mpjpe']:.1f}  NMPJPE {o['nmpjpe']:.1f}  "
+              f"PMPJPE {o['pmpjpe']:.1f} mm", flush=True)
+    with open(workdir.file("evaluate", "results.json"), "w") as f:
+        json.dump({"settings": results}, f, indent=2)
+    return {"mpjpe": {k: v["overall"]["mpjpe"] for k, v in results.items()}}
+
+
+# ---------------------------------------------------------------------------------------- report
+def report(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
+    """Tables (markdown + JSON) and figures of the run; prints the markdown."""
+    from experiments import report as report_lib
+    markdown = report_lib.write_report(workdir.path)
+    print(markdown, flush=True)
+    return {"report": os.path.join(workdir.path, "report", "report.md")}
+
+
+STAGE_FUNCTIONS: dict[str, Callable[[ml_collections.ConfigDict, Workdir], dict]] = {
+    "pretrain2d": pretrain2d, "train3d": train3d, "predict": predict, "complete": complete,
+    "finetune": finetune, "evaluate": evaluate, "report": report,
+}

@@ -1,0 +1,138 @@
+"""The two-stage method end to end on the `quick` config: every stage, rerun, resume, bad input."""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+import completion
+from experiments import common, configs, main, stages
+from experiments.workdir import STAGES, Workdir, parse_stages
+from hourglass_jax import skeleton
+from hourglass_jax.data import mocap_render
+
+
+@pytest.fixture(scope="module")
+def quick_config():
+    config = configs.get_protocol_config("quick")
+    config.data.data_dir = mocap_render.cached_data_dir("tiny")
+    return config
+
+
+@pytest.fixture(scope="module")
+def quick_run(quick_config, tmp_path_factory):
+    common.enable_compilation_cache(str(tmp_path_factory.mktemp("xla")))
+    workdir = str(tmp_path_factory.mktemp("quick"))
+    main.run(quick_config, workdir, "all")
+    return workdir
+
+
+def test_every_stage_writes_its_outputs(quick_run):
+    for stage in STAGES:
+        assert os.path.exists(os.path.join(quick_run, stage, "DONE.json")), stage
+    report_dir = os.path.join(quick_run, "report")
+    markdown = open(os.path.join(report_dir, "report.md")).read()
+    for heading in ("Table 1 analogue", "Table 3 analogue", "Table 4 analogue"):
+        assert heading in markdown
+    for png in ("fig3_optimisation.png", "fig4_finetuning.png", "curves_supervised.png",
+                "curves_finetune.png"):
+        assert os.path.getsize(os.path.join(report_dir, png)) > 5000, png
+    results = json.load(open(os.path.join(quick_run, "evaluate", "results.json")))["settings"]
+    assert set(results) == {"baseline", *stages.SETTINGS}
+    for res in results.values():
+        assert all(np.isfinite(v) and v > 0 for v in res["overall"].values())
+        assert set(res["per_subject"]) == {"S9", "S11"}
+
+
+def test_pseudo_labels_are_what_the_solver_returns(quick_run, quick_config):
+    with np.load(os.path.join(quick_run, "complete", "pseudo_labels.npz")) as f:
+        labels = {k: f[k] for k in f.files}
+    n = len(labels["pred"])
+    assert labels["completed"].shape == labels["pred"].shape == (n, 16, 3)
+    tau = quick_config.complete.tau
+    solver = stages.solver_config(quick_config)
+    np.testing.assert_array_equal(labels["observed"], labels["confidence"] > tau)
+    # The stored pseudo-labels are the batched solve of the stored predictions.
+    completed, interp, _, _ = stages.complete_videos(labels, tau, solver, 256)
+    np.testing.assert_allclose(labels["completed"], completed, atol=1e-4)
+    np.testing.assert_allclose(labels["interp"], interp, atol=1e-4)
+    # And the batched solve over all videos equals the solver run on each video alone. The quick
+    # network's predictions are nearly constant, so use noisy ground truth as predictions here,
+    # with random confidences, where the solver converges.
+    rng = np.random.default_rng(0)
+    labels["pred"] = (labels["gt"] + rng.normal(scale=20.0, size=labels["gt"].shape)
+                      ).astype(np.float32)
+    labels["confidence"] = rng.uniform(size=labels["confidence"].shape).astype(np.float32)
+    solver = solver.replace(max_iters=2000)  # converged, so batching cannot change the result
+    completed, _, observed, stats = stages.complete_videos(labels, tau, solver, 256)
+    assert stats["videos_solved"] > 0
+    checked = 0
+    for vid in np.unique(labels["sequence_id"])[:4]:
+        rows = np.flatnonzero(labels["sequence_id"] == vid)
+        rows = rows[np.argsort(labels["frame_index"][rows])]
+        obs = labels["confidence"][rows] > tau
+        if not obs.any():
+            continue
+        alone = completion.complete(labels["pred"][rows], obs, solver)
+        assert bool(alone.converged)
+        np.testing.assert_allclose(completed[rows], np.asarray(alone.X), atol=0.05)
+        np.testing.assert_array_equal(observed[rows], obs)
+        # Observed entries are kept exactly.
+        np.testing.assert_allclose(completed[rows][obs], labels["pred"][rows][obs], atol=1e-3)
+        checked += 1
+    assert checked > 0
+
+
+def test_bone_lengths_are_per_video(quick_run):
+    with np.load(os.path.join(quick_run, "complete", "pseudo_labels.npz")) as f:
+        bones, seq, completed = f["bone_lengths"], f["sequence_id"], f["completed"]
+    assert bones.shape == (len(seq), skeleton.NUM_BONES)
+    medians = []
+    for vid in np.unique(seq):
+        rows = seq == vid
+        np.testing.assert_allclose(bones[rows], bones[rows][:1].repeat(rows.sum(), 0))
+        expected = np.median(skeleton.bone_lengths(completed[rows].astype(np.float64)), axis=0)
+        np.testing.assert_allclose(bones[rows][0], expected, rtol=1e-5)
+        medians.append(bones[rows][0])
+    assert len({tuple(np.round(m, 3)) for m in medians}) > 1  # videos get their own lengths
+
+
+def test_second_run_skips_every_stage(quick_run, quick_config, capsys):
+    main.run(quick_config, quick_run, "all")
+    out = capsys.readouterr().out
+    for stage in STAGES:
+        assert f"[{stage}] done already, skipped" in out
+
+
+def test_killed_finetune_resumes_from_its_checkpoint(quick_run, quick_config, capsys):
+    # A run killed inside fine-tuning leaves checkpoints but no export and no DONE marker.
+    setting_dir = os.path.join(quick_run, "finetune", "bone")
+    shutil.rmtree(os.path.join(setting_dir, "model"))
+    os.remove(os.path.join(quick_run, "finetune", "DONE.json"))
+    ckpts = sorted(int(d) for d in os.listdir(os.path.join(setting_dir, "checkpoints"))
+                   if d.isdigit())
+    assert ckpts and ckpts[-1] == quick_config.finetune.steps
+    main.run(quick_config, quick_run, "finetune")
+    out = capsys.readouterr().out
+    assert f"resuming from checkpoint step {ckpts[-1]}" in out
+    assert "finetune/original: done already, skipped" in out
+    assert os.path.exists(os.path.join(setting_dir, "model", "model_config.json"))
+
+
+def test_bad_inputs_fail_clearly(quick_run, quick_config, tmp_path):
+    with pytest.raises(ValueError, match="unknown protocol 'nope'.*subject_s1"):
+        configs.get_protocol_config("nope")
+    other = configs.get_protocol_config("quick")
+    other.finetune.gamma = 123.0
+    with pytest.raises(ValueError, match="another config.*finetune.gamma"):
+        Workdir(quick_run, other)
+    with pytest.raises(FileNotFoundError, match="stage 'complete' has not completed"):
+        stages.finetune(quick_config, Workdir(str(tmp_path / "fresh"), quick_config))
+    with pytest.raises(ValueError, match="unknown stage"):
+        parse_stages("train3d,teleport")
+    bad = configs.get_protocol_config("quick")
+    bad.data.data_dir = quick_config.data.data_dir
+    bad.finetune.settings = ("bone", "magic")
+    with pytest.raises(ValueError, match="unknown finetune setting"):
+        stages.finetune(bad, Workdir(quick_run, bad))
