@@ -198,7 +198,10 @@ class Detector2D(nn.Module):
         # Stem widths follow Newell (64, 128 for C = 256), scaled with C.
         c1, c2 = max(c // 4, 2), max(c // 2, 2)
         x = images.astype(cfg.dtype)
-        x = _conv(c1, 7, cfg, stride=2)(x)
+        # Pads 3 px on every side as Newell's stem does ("SAME" would pad (2, 3) at stride 2 and
+        # shift the sampling grid by a pixel, so imported PyTorch weights would not match).
+        x = nn.Conv(c1, (7, 7), strides=(2, 2), padding=((3, 3), (3, 3)), dtype=cfg.dtype,
+                    param_dtype=jnp.float32)(x)
         x = nn.relu(_bn(cfg, train)(x))
         x = Residual(c2, cfg)(x, train)
         x = nn.max_pool(x, (2, 2), strides=(2, 2))

@@ -209,44 +209,26 @@ def _compare(net: TPoseNet, cfg: model.ModelConfig, images: np.ndarray) -> float
     return float(np.max(np.abs(np.asarray(hm) - ref)) / np.max(np.abs(ref)))
 
 
-# model.py's stem conv (7x7, stride 2) pads "SAME", i.e. (2, 3) px at stride 2, where the PyTorch
-# layout pads (3, 3): the sampling grid is shifted by one input pixel, so heatmaps differ by a few
-# percent. Needs `padding=((3, 3), (3, 3))` on Detector2D's first conv (asked of model.py's owner).
-# When that lands this test XPASSes (strict: fails): drop the marker and the emulation test below.
-STEM_PADDING_DIFFERS = ("model.py's 7x7/2 stem conv pads SAME = (2, 3); the PyTorch layout pads "
-                        "(3, 3)")
-
-
 @needs_torch
-@pytest.mark.xfail(strict=True, reason=STEM_PADDING_DIFFERS)
 def test_imported_stacks_give_the_pytorch_heatmaps():
     net = _random_net(2, 16, 4, seed=2)  # 2 stacks, hourglass depth 4 as published
     images = np.random.default_rng(0).uniform(0, 1, (2, 64, 64, 3)).astype(np.float32)
     assert _compare(net, _cfg(2), images) < 1e-4
 
 
-def _pad_stem_like_flax(net: TPoseNet) -> TPoseNet:
-    """Make the reference's stem conv pad (2, 3) like Flax "SAME" (everything else unchanged)."""
-    stem = net.pre[0]
-    stem.conv.padding = (0, 0)
-    forward = stem.forward
-    stem.forward = lambda x: forward(nn.functional.pad(x, (2, 3, 2, 3)))
-    return net
-
-
 @needs_torch
 @pytest.mark.parametrize("nstack", [2, 8])
 def test_every_weight_lands_in_place(nstack):
-    """With the stem padding aside, the imported network equals the PyTorch one: every conv,
+    """The imported network equals the PyTorch one: every conv,
     BatchNorm (with its running statistics), hourglass level, head and re-injection is mapped."""
-    net = _pad_stem_like_flax(_random_net(nstack, 16, 2, seed=nstack))
+    net = _random_net(nstack, 16, 2, seed=nstack)
     images = np.random.default_rng(0).uniform(0, 1, (2, 32, 32, 3)).astype(np.float32)
     assert _compare(net, _cfg(nstack, size=32, depth=2), images) < 1e-5
 
 
 @needs_torch
 def test_first_stacks_of_an_8_stack_checkpoint(tmp_path):
-    net = _pad_stem_like_flax(_random_net(8, 16, 2, seed=3))
+    net = _random_net(8, 16, 2, seed=3)
     path = tmp_path / "checkpoint.pt"
     # Saved as the PyTorch training script does: wrapped model, under "state_dict".
     torch.save({"epoch": 1, "state_dict": {f"model.module.{k}": v
