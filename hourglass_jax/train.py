@@ -21,6 +21,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from typing import Any, Callable, Mapping, Sequence, TextIO
 
 import flax.struct
@@ -137,6 +138,20 @@ def _pmean(tree: Any) -> Any:
     return jax.tree.map(mean, tree)
 
 
+def _warn_unsynced_batchnorm(model: Any, mesh: Mesh) -> None:
+    """Warn when a model declares BatchNorm without the data axis on a multi-device mesh."""
+    if mesh.devices.size < 2:
+        return
+    for holder in (model, getattr(model, "config", None)):
+        if holder is not None and hasattr(holder, "bn_axis_name"):
+            if getattr(holder, "bn_axis_name") != DATA_AXIS:
+                warnings.warn(
+                    f"{type(model).__name__} has bn_axis_name={holder.bn_axis_name!r}: BatchNorm "
+                    f"will normalise each device's shard on its own, so the step differs from a "
+                    f"single-device step; build it with bn_axis_name={DATA_AXIS!r}", stacklevel=3)
+            return
+
+
 def make_train_step(model: Any, loss_fn: LossFn, tx: optax.GradientTransformation, mesh: Mesh,
                     *, frozen: Sequence[str] = (), inputs_fn: InputsFn = _default_inputs,
                     apply_kwargs: Mapping[str, Any] | None = None, donate: bool = True
@@ -163,6 +178,7 @@ def make_train_step(model: Any, loss_fn: LossFn, tx: optax.GradientTransformatio
     """
     frozen = tuple(frozen)
     apply_kwargs = dict(apply_kwargs or {})
+    _warn_unsynced_batchnorm(model, mesh)
 
     def local_step(state: TrainState, batch):
         params = state.params

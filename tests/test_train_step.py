@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -154,6 +155,17 @@ def test_bad_inputs_raise_value_error():
         train.make_optimizer(1e-3, frozen=("nope",)).init(state.params)
     with pytest.raises(ValueError, match="num_devices"):
         M.make_data_mesh(9)
+
+
+def test_warns_when_batchnorm_is_not_synchronised():
+    model, tx = H.TwoStage(), train.make_optimizer(1e-3)
+    unsynced = H.TwoStage(bn_axis_name=None)
+    with pytest.warns(UserWarning, match="bn_axis_name=None"):
+        train.make_train_step(unsynced, H.loss_fn, tx, M.make_data_mesh(8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train.make_train_step(model, H.loss_fn, tx, M.make_data_mesh(8))
+        train.make_train_step(unsynced, H.loss_fn, tx, M.make_data_mesh(1))
 
 
 def test_rmsprop_is_torch_rmsprop():
