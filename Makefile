@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+DEMO_WORKDIR ?= runs/demo_s1
 
-.PHONY: demo test test-all bench venv clean
+.PHONY: demo quick test test-all bench venv clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -14,8 +15,13 @@ $(STAMP): setup.py
 
 venv: $(STAMP)
 
+# The main job: the subject-wise S1 protocol on the embedded dataset, every stage, printed tables.
 demo: $(STAMP)
-	$(PY) -m completion.demo
+	$(PY) -m experiments.main --protocol=subject_s1 --workdir=$(DEMO_WORKDIR)
+
+# Every stage on a few frames (about a minute): a smoke test of the whole method.
+quick: $(STAMP)
+	$(PY) -m experiments.main --protocol=quick --workdir=runs/quick
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow" tests
@@ -25,6 +31,8 @@ test-all: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/completion_bench.py
+	$(PY) benchmarks/data_bench.py
+	$(PY) benchmarks/train_bench.py --config tiny
 
 clean:
 	rm -rf $(VENV) build *.egg-info

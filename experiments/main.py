@@ -58,6 +58,8 @@ def main(argv):
         configs.get_protocol_config(_PROTOCOL.value)
     if not _WORKDIR.value:
         raise app.UsageError("--workdir is required")
+    # orbax logs every checkpoint operation at INFO; keep the progress lines readable.
+    logging.get_absl_handler().addFilter(lambda record: "orbax" not in record.pathname)
     common.enable_compilation_cache(_XLA_CACHE.value)
     run(config, _WORKDIR.value, _STAGES.value)
 

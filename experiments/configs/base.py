@@ -40,13 +40,13 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.model.softargmax_k = 3
 
     c.pretrain2d = ml_collections.ConfigDict()
-    c.pretrain2d.steps = 1500
+    c.pretrain2d.steps = 600
     c.pretrain2d.batch_size = 32
     c.pretrain2d.learning_rate = 2.5e-4
     c.pretrain2d.checkpoint_every = 250
 
     c.train3d = ml_collections.ConfigDict()
-    c.train3d.steps = 2000
+    c.train3d.steps = 1200
     c.train3d.batch_size = 32
     c.train3d.learning_rate = 2.5e-4
     c.train3d.checkpoint_every = 250
@@ -62,7 +62,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.finetune = ml_collections.ConfigDict()
     c.finetune.settings = LOSS_SETTINGS
     c.finetune.epochs = 2.0
-    c.finetune.steps = 0  # 0: derived from epochs over the unlabelled frames
+    c.finetune.steps = 300  # 0: derived from `epochs` over the unlabelled frames
     c.finetune.batch_size = 32
     c.finetune.learning_rate = 2.5e-5
     c.finetune.gamma = 0.1
