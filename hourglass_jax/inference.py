@@ -16,6 +16,7 @@ filling the frame, as c2f-vol's demo assumes of its input images).
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
@@ -23,6 +24,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -89,11 +91,21 @@ def _ffmpeg_error(err: Exception) -> str:
     return " / ".join(lines[-2:])
 
 
+@contextlib.contextmanager
+def quiet_fork() -> Iterator[None]:
+    """Hides Python's warning about fork() in a multithreaded (JAX) process while imageio-ffmpeg
+    starts ffmpeg: subprocess forks and execs at once, so no JAX code runs in the child."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"os\.fork\(\) was called")
+        yield
+
+
 def _video_frames(path: str, num_frames: int) -> Iterator[np.ndarray]:
     import imageio_ffmpeg
     gen = imageio_ffmpeg.read_frames(path)
     try:
-        meta = next(gen)
+        with quiet_fork():
+            meta = next(gen)
         w, h = meta["size"]
         for n in range(num_frames):
             buf = next(gen, None)
@@ -110,14 +122,16 @@ def _probe_video(path: str) -> tuple[int, float]:
     """(frame count, fps) of a video; ValueError if ffmpeg cannot read it or it has no frames."""
     import imageio_ffmpeg
     try:
-        count, _ = imageio_ffmpeg.count_frames_and_secs(path)
-        gen = imageio_ffmpeg.read_frames(path)
-        try:
-            meta = next(gen)
-        finally:
-            gen.close()
+        with quiet_fork():
+            count, _ = imageio_ffmpeg.count_frames_and_secs(path)
+            gen = imageio_ffmpeg.read_frames(path)
+            try:
+                meta = next(gen)
+            finally:
+                gen.close()
     except (RuntimeError, OSError, StopIteration) as e:
-        raise ValueError(f"cannot decode video {path}: {_ffmpeg_error(e)}") from e
+        raise ValueError(f"cannot decode video {path}: it has no decodable frames or is not a "
+                         f"video (ffmpeg: {_ffmpeg_error(e)})") from e
     if count <= 0:
         raise ValueError(f"video {path} has no frames")
     fps = float(meta.get("fps") or 0.0)
@@ -421,6 +435,12 @@ def complete_predictions(pred: Predictions, tau: float, window: int = 256,
     return pred
 
 
+def _json_value(a: np.ndarray) -> Any:
+    """Floats rounded to 0.001 (mm / px / score), other arrays as they are."""
+    a = np.asarray(a)
+    return np.round(a, 3).tolist() if np.issubdtype(a.dtype, np.floating) else a.tolist()
+
+
 def save_predictions(pred: Predictions, out_dir: str, meta: dict[str, Any]) -> dict[str, str]:
     """Writes `predictions.npz` and `predictions.json` to out_dir; returns their paths."""
     os.makedirs(out_dir, exist_ok=True)
@@ -432,8 +452,8 @@ def save_predictions(pred: Predictions, out_dir: str, meta: dict[str, Any]) -> d
                      "pose2d": "px in the input frame, pixel centres at integers",
                      "confidence": "[0, 1] per joint"},
            "joint_names": list(skeleton.JOINT_NAMES), "fps": pred.fps, **meta,
-           "frames": [{"name": name, **{k: np.round(v[i], 3).tolist()
-                                        for k, v in arrays.items() if k != "names"}}
+           "frames": [{"name": name, **{k: _json_value(v[i]) for k, v in arrays.items()
+                                        if k != "names"}}
                       for i, name in enumerate(pred.names)]}
     js = os.path.join(out_dir, "predictions.json")
     with open(js, "w", encoding="utf-8") as f:
