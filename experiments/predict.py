@@ -13,8 +13,9 @@ does (the person should be centred and fill the frame's height).
 
 Camera: in-the-wild input has no calibration, so x, y are back-projected with a nominal camera
 (--fov_deg horizontal field of view, principal point at the frame centre) at a nominal pelvis
-depth (--root_depth_mm, default 5000 mm, Human3.6M-like). Outputs are root-relative mm; the
-nominal camera only sets the scale of x / y against the predicted depth (z).
+depth: by default the depth at which the crop box spans --box_mm (2200 mm, like the training
+crops), or --root_depth_mm if given (e.g. 5000, Human3.6M-like). Outputs are root-relative mm;
+the nominal camera only sets the scale of x / y against the predicted depth (z).
 
 Writes to --output: predictions.npz and predictions.json (pose3d (F, 16, 3) mm root-relative,
 pose2d (F, 16, 2) px in the frame, confidence (F, 16), and with --complete pose3d_completed,
@@ -45,7 +46,10 @@ flags.DEFINE_bool("mp4", False, "Write predictions.mp4 (same pictures as --gif).
 flags.DEFINE_bool("png", False, "Write frames/frame_NNNNNN.png (same pictures as --gif).")
 flags.DEFINE_bool("html", False, "Write viewer.html: a self-contained 3D viewer (no network).")
 flags.DEFINE_float("fov_deg", 47.0, "Nominal horizontal field of view, degrees (H36M ~ 47).")
-flags.DEFINE_float("root_depth_mm", 5000.0, "Nominal pelvis depth, mm (sets x/y vs z scale).")
+flags.DEFINE_float("root_depth_mm", None, "Nominal pelvis depth, mm (sets the x/y vs z scale); "
+                   "default: the depth at which the crop box spans --box_mm.")
+flags.DEFINE_float("box_mm", 2200.0, "Physical side of the person's crop box, mm (1.3 x a "
+                   "~1.7 m person, as in training), for the default pelvis depth.")
 flags.DEFINE_integer("softargmax_k", None, "Soft-argmax cube side; default: the workdir's "
                      "config.json model.softargmax_k, else 3.")
 flags.DEFINE_integer("batch_size", 8, "Frames per network call.")
@@ -68,7 +72,8 @@ def _workdir_k(checkpoint: str) -> int | None:
 def run(checkpoint: str, input_path: str, output: str, boxes: str | None = None,
         complete: bool = False, tau: float = 0.7, gif: bool = False, mp4: bool = False,
         png: bool = False, html: bool = False, fov_deg: float = 47.0,
-        root_depth_mm: float = 5000.0, softargmax_k: int | None = None, batch_size: int = 8,
+        root_depth_mm: float | None = None, box_mm: float = 2200.0,
+        softargmax_k: int | None = None, batch_size: int = 8,
         fps: float | None = None) -> dict[str, str]:
     """The whole CLI as a function (tests call it); returns {what: path written}.
 
@@ -84,13 +89,14 @@ def run(checkpoint: str, input_path: str, output: str, boxes: str | None = None,
     print(f"predict: {note}", flush=True)
     k = softargmax_k or _workdir_k(os.path.abspath(checkpoint)) or inference.DEFAULT_K
     pred = inference.predict(source, cfg, variables, boxes=box_arr, k=k, fov_deg=fov_deg,
-                             root_depth_mm=root_depth_mm, batch_size=batch_size)
+                             root_depth_mm=root_depth_mm, box_mm=box_mm,
+                             batch_size=batch_size)
     if complete:
         pred = inference.complete_predictions(pred, tau)
         print(f"predict: completed {len(pred.pose3d)} frames, {pred.observed.mean():.1%} of the "
               f"joints above tau = {tau} held fixed", flush=True)
     meta = {"input": source.path, "checkpoint": note, "softargmax_k": k, "fov_deg": fov_deg,
-            "root_depth_mm": root_depth_mm, "tau": tau if complete else None,
+            "root_depth_mm": root_depth_mm, "box_mm": box_mm, "tau": tau if complete else None,
             "crop": "boxes from " + boxes if boxes else "centred square of side max(H, W)"}
     written = inference.save_predictions(pred, output, meta)
     rate = fps or source.fps or 10.0
@@ -130,7 +136,7 @@ def main(argv: list[str]) -> None:
     try:
         run(FLAGS.checkpoint, FLAGS.input, FLAGS.output, FLAGS.boxes, FLAGS.complete, FLAGS.tau,
             FLAGS.gif, FLAGS.mp4, FLAGS.png, FLAGS.html, FLAGS.fov_deg, FLAGS.root_depth_mm,
-            FLAGS.softargmax_k, FLAGS.batch_size, FLAGS.fps)
+            FLAGS.box_mm, FLAGS.softargmax_k, FLAGS.batch_size, FLAGS.fps)
     except ValueError as e:
         print(f"predict: error: {e}", file=sys.stderr, flush=True)
         sys.exit(1)

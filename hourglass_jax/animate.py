@@ -91,6 +91,7 @@ def render_frame(frame: np.ndarray, pose2d: np.ndarray, pose3d: np.ndarray,
     right.set_yticklabels([])
     right.set_zticklabels([])
     right.view_init(elev=10, azim=-70)
+    right.set_box_aspect(None, zoom=1.3)  # the default leaves a wide empty margin
     right.legend(loc="upper right", fontsize=7)
     fig.canvas.draw()
     return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()

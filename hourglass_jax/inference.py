@@ -3,11 +3,14 @@
 The library side of `python -m experiments.predict` (the CLI only parses flags and calls `run`).
 
 In-the-wild input has no calibrated camera, so the back-projection of the network's (x, y) heatmap
-positions uses a nominal camera: focal length from an assumed horizontal field of view
-(`fov_deg`, default 47 deg, that of Human3.6M's cameras: f ~ 1146 px at 1000 px width), principal
-point at the image centre, and a nominal root (pelvis) depth (`root_depth_mm`, default 5000 mm,
-H36M-like). The outputs are root-relative mm: the nominal camera only changes the scale of x / y
-against the network's depth (z) estimate, never the pose's 2D projection.
+positions uses a nominal camera: focal length f from an assumed horizontal field of view
+(`fov_deg`, default 47 deg, that of Human3.6M's cameras: f ~ 1146 px at 1000 px width) and the
+principal point at the image centre. The pelvis depth is then unknown too. By default it is set
+per frame so that the crop box spans `box_mm` (default 2200 mm: the training crops are 1.3 x a
+~1.7 m person's extent) at that depth, Z = f * box_mm / box_px, which makes the x / y scale
+independent of the image's resolution and of the field of view; `root_depth_mm` fixes it
+instead (e.g. 5000 mm, H36M-like). The outputs are root-relative mm: the nominal camera only
+changes the scale of x / y against the network's depth (z) estimate, never the 2D projection.
 
 Crops are Newell's center/scale boxes (side 200 * scale px): from per-frame boxes
 (x0, y0, x1, y1) px, the square of side max(width, height) about the box centre; without boxes,
@@ -35,7 +38,7 @@ from hourglass_jax import geometry, skeleton
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 DEFAULT_FOV_DEG = 47.0       # H36M cameras: 2 atan(500 / 1146) ~ 47 deg horizontal
-DEFAULT_ROOT_DEPTH_MM = 5000.0
+DEFAULT_BOX_MM = 2200.0      # mocap_render / H36M-like crops: 1.3 x a ~1.7 m person
 DEFAULT_K = 3                # experiments/configs/base.py model.softargmax_k
 
 
@@ -296,7 +299,8 @@ class Predictions:
       pose3d: (F, 16, 3) mm, root-relative (pelvis at 0), camera axes (x right, y down, z away).
       pose2d: (F, 16, 2) px in the input frame (pixel centres at integers).
       confidence: (F, 16) in [0, 1].
-      root_mm: (F, 3) mm, the nominal camera-frame pelvis (depth = root_depth_mm).
+      root_mm: (F, 3) mm, the nominal camera-frame pelvis.
+      root_depth: (F,) mm, the nominal pelvis depth used for the back-projection.
       intrinsics: (F, 4) [fx, fy, cx, cy] px of the nominal camera.
       center: (F, 2) px and scale: (F,) the crops (box side = 200 * scale px).
       frame_size: (F, 2) [W, H] px.
@@ -309,6 +313,7 @@ class Predictions:
     pose2d: np.ndarray
     confidence: np.ndarray
     root_mm: np.ndarray
+    root_depth: np.ndarray
     intrinsics: np.ndarray
     center: np.ndarray
     scale: np.ndarray
@@ -339,14 +344,16 @@ def _progress(done: int, total: int, start: float, out=sys.stderr) -> None:
 
 def predict(source: FrameSource, cfg: Any, variables: Any, *, boxes: np.ndarray | None = None,
             k: int = DEFAULT_K, fov_deg: float = DEFAULT_FOV_DEG,
-            root_depth_mm: float = DEFAULT_ROOT_DEPTH_MM, batch_size: int = 8,
+            root_depth_mm: float | None = None, box_mm: float = DEFAULT_BOX_MM,
+            batch_size: int = 8,
             log: Callable[[int, int, float], None] | None = _progress) -> Predictions:
     """Runs the volumetric network on every frame of `source`.
 
     Args:
       source: from `open_input`. cfg, variables: a VolumetricHourglass's ModelConfig and
         variables (`load_volumetric`). boxes: optional (F, 4) x0, y0, x1, y1 px (`load_boxes`).
-      k: soft-argmax cube side. fov_deg, root_depth_mm: the nominal camera (module docstring).
+      k: soft-argmax cube side. fov_deg, root_depth_mm, box_mm: the nominal camera and pelvis
+        depth (module docstring): root_depth_mm if given, else f * box_mm / (200 * scale).
       batch_size: frames per jitted call (the last batch is padded: one compilation).
       log: called as log(done, total, start_time) after each batch (None: silent).
     Returns:
@@ -357,23 +364,26 @@ def predict(source: FrameSource, cfg: Any, variables: Any, *, boxes: np.ndarray 
 
     if boxes is not None and len(boxes) != source.num_frames:
         raise ValueError(f"{len(boxes)} boxes for {source.num_frames} frames")
-    if not root_depth_mm > 0:
+    if root_depth_mm is not None and not root_depth_mm > 0:
         raise ValueError(f"root_depth_mm must be > 0, got {root_depth_mm}")
+    if not box_mm > 0:
+        raise ValueError(f"box_mm must be > 0, got {box_mm}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     predictor = common.make_predictor(cfg, k)
     variables = common.to_jnp(variables)
     res = cfg.input_size
-    cols: dict[str, list] = {k_: [] for k_ in ("pose", "conf", "intr", "center", "scale", "size")}
+    cols: dict[str, list] = {k_: [] for k_ in ("pose", "conf", "intr", "center", "scale", "size",
+                                               "depth")}
     start, n = time.time(), 0
-    pending: dict[str, list] = {k_: [] for k_ in ("image", "intrinsics", "center", "scale")}
+    pending: dict[str, list] = {k_: [] for k_ in ("image", "intrinsics", "center", "scale",
+                                                  "root_depth")}
 
     def flush() -> None:
         nonlocal n
         if not pending["image"]:
             return
         batch = {k_: np.stack(v).astype(np.float32) for k_, v in pending.items()}
-        batch["root_depth"] = np.full(len(batch["image"]), root_depth_mm, np.float32)
         for _, pose, conf in common.predict_batches(predictor, variables, iter([batch]),
                                                     batch_size):
             cols["pose"].append(np.asarray(pose, np.float64))
@@ -388,13 +398,15 @@ def predict(source: FrameSource, cfg: Any, variables: Any, *, boxes: np.ndarray 
         hw = frame.shape[:2]
         center, scale = box_to_center_scale(None if boxes is None else boxes[i], hw)
         intr = nominal_intrinsics(hw, fov_deg)
+        depth = root_depth_mm or intr[0] * box_mm / (geometry.BOX_PX_PER_SCALE * scale)
         crop = crop_image(frame, center, scale, res).astype(np.float32) / np.float32(255.0)
         for key, val in (("image", crop), ("intrinsics", intr), ("center", center),
-                         ("scale", np.float64(scale))):
+                         ("scale", np.float64(scale)), ("root_depth", np.float64(depth))):
             pending[key].append(val)
         cols["intr"].append(intr)
         cols["center"].append(center)
         cols["scale"].append(scale)
+        cols["depth"].append(depth)
         cols["size"].append((hw[1], hw[0]))
         if len(pending["image"]) == batch_size:
             flush()
@@ -404,7 +416,8 @@ def predict(source: FrameSource, cfg: Any, variables: Any, *, boxes: np.ndarray 
     root = pose_cam[:, skeleton.ROOT]
     return Predictions(
         pose3d=pose_cam - root[:, None], pose2d=geometry.project(pose_cam, intr),
-        confidence=np.concatenate(cols["conf"]), root_mm=root, intrinsics=intr,
+        confidence=np.concatenate(cols["conf"]), root_mm=root,
+        root_depth=np.asarray(cols["depth"], np.float64), intrinsics=intr,
         center=np.asarray(cols["center"]), scale=np.asarray(cols["scale"], np.float64),
         frame_size=np.asarray(cols["size"], np.int64), names=source.names, fps=source.fps)
 

@@ -82,7 +82,8 @@ def test_image_matches_float64_reference(net, tmp_path):
     path, module, variables = net
     frame = _frames(1, 32, 32, seed=3)[0]
     Image.fromarray(frame).save(tmp_path / "person.png")
-    written = cli.run(path, str(tmp_path / "person.png"), str(tmp_path / "out"), softargmax_k=K)
+    written = cli.run(path, str(tmp_path / "person.png"), str(tmp_path / "out"), softargmax_k=K,
+                      root_depth_mm=5000.0)
     out = np.load(written["npz"])
     assert out["pose3d"].shape == (1, NUM_JOINTS, 3)
     assert out["pose2d"].shape == (1, NUM_JOINTS, 2)
@@ -126,10 +127,13 @@ def test_folder_frames_and_boxes(net, tmp_path):
     single = np.load(cli.run(path, str(folder / "img_1.png"), str(tmp_path / "o2"),
                              softargmax_k=K)["npz"])
     np.testing.assert_allclose(single["pose3d"][0], out["pose3d"][1], atol=1e-3)
-    # Default crop: the centred square of side max(H, W); the 2D lies inside it.
+    # Default crop: the centred square of side max(H, W); default pelvis depth: the box spans
+    # 2200 mm there (Z = f * 2200 / side, f from the 47 degree field of view).
     for i, (w, h) in enumerate(out["frame_size"]):
         np.testing.assert_allclose(out["center"][i], [(w - 1) / 2, (h - 1) / 2])
         np.testing.assert_allclose(out["scale"][i], max(w, h) / 200.0)
+        f = w / 2 / math.tan(math.radians(47.0) / 2)
+        np.testing.assert_allclose(out["root_depth"][i], f * 2200.0 / max(w, h), rtol=1e-12)
 
     boxes = [[4, 6, 24, 30], [10, 2, 30, 42], [0, 0, 36, 36]]  # x0, y0, x1, y1
     (tmp_path / "b.json").write_text(json.dumps({"boxes": boxes}))
