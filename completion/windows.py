@@ -143,6 +143,8 @@ def complete_batch(sequences, observed, config: CompletionConfig = CompletionCon
         obs[i, :len(s)] = o if per_joint else _obs3(o, s.shape)
         valid[i, :len(s)] = True
     out = run_padded(poses, obs, valid, config, mesh, axis_name)
+    # Slice on the host: eager device slicing would compile one program per sequence length.
+    out = jax.device_get(out)
     if not as_list:
         f_in = np.asarray(sequences).shape[1]
         return jax.tree.map(lambda a: a[:, :f_in] if a.ndim >= 4 else a, out)
