@@ -1,4 +1,4 @@
-"""3D poses from any image, folder of images or video: loading, crops, batched prediction, completion.
+"""3D poses from an image, a folder of images or a video: loading, crops, prediction, completion.
 
 The library side of `python -m experiments.predict` (the CLI only parses flags and calls `run`).
 

@@ -87,8 +87,8 @@ function toScreen(p) {
 function drawPose(pose, colour) {
   const pts = pose.map(toScreen);
   ctx.lineWidth = 3; ctx.lineCap = "round";
-  DATA.edges.forEach(([i, j], n) => {
-    // Right side drawn solid, left side and centre slightly lighter: the pose's handedness.
+  DATA.edges.forEach(([i, j]) => {
+    // Edges touching the left side are lighter: shows which side is which.
     ctx.globalAlpha = DATA.side[i] + DATA.side[j] > 0 ? 0.6 : 1.0;
     ctx.strokeStyle = colour;
     ctx.beginPath(); ctx.moveTo(pts[i][0], pts[i][1]); ctx.lineTo(pts[j][0], pts[j][1]);
@@ -98,10 +98,12 @@ function drawPose(pose, colour) {
   for (const q of pts) { ctx.beginPath(); ctx.arc(q[0], q[1], 3, 0, 2 * Math.PI); ctx.fill(); }
 }
 
-function drawFloorAxes() {
+// Thin grey x, y, z axes through the pelvis, for orientation while rotating.
+function drawAxes() {
   ctx.strokeStyle = "#bbb"; ctx.lineWidth = 1;
   const r = radius;
-  for (const [a, b] of [[[-r, 0, 0], [r, 0, 0]], [[0, -r, 0], [0, r, 0]], [[0, 0, -r], [0, 0, r]]]) {
+  const axes = [[[-r, 0, 0], [r, 0, 0]], [[0, -r, 0], [0, r, 0]], [[0, 0, -r], [0, 0, r]]];
+  for (const [a, b] of axes) {
     const p = toScreen(a), q = toScreen(b);
     ctx.beginPath(); ctx.moveTo(p[0], p[1]); ctx.lineTo(q[0], q[1]); ctx.stroke();
   }
@@ -109,7 +111,7 @@ function drawFloorAxes() {
 
 function draw() {
   ctx.fillStyle = "#fff"; ctx.fillRect(0, 0, canvas.width, canvas.height);
-  drawFloorAxes();
+  drawAxes();
   if (rawBox.checked) drawPose(DATA.raw[S.frame], DATA.colours.raw);
   if (compBox.checked && DATA.completed) drawPose(DATA.completed[S.frame], DATA.colours.completed);
   slider.value = S.frame;
@@ -124,7 +126,9 @@ slider.addEventListener("input", () => { S.frame = parseInt(slider.value, 10); d
 rawBox.addEventListener("change", draw);
 compBox.addEventListener("change", draw);
 playBtn.addEventListener("click", () => {
-  if (S.playing) { clearInterval(S.playing); S.playing = null; playBtn.textContent = "play"; return; }
+  if (S.playing) {
+    clearInterval(S.playing); S.playing = null; playBtn.textContent = "play"; return;
+  }
   playBtn.textContent = "pause";
   S.playing = setInterval(() => { S.frame = (S.frame + 1) % F; draw(); }, 1000 / DATA.fps);
 });

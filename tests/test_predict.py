@@ -78,7 +78,8 @@ def _softargmax_np(volume: np.ndarray, k: int) -> np.ndarray:
 
 def test_image_matches_float64_reference(net, tmp_path):
     """A 32 x 32 image is exactly the default crop of the test network: the outputs equal the
-    closed-form chain heatmap -> px (4 x + 1.5), depth bins -> mm, nominal camera back-projection."""
+    closed-form chain heatmap -> px (4 x + 1.5), depth bins -> mm, nominal camera
+    back-projection."""
     path, module, variables = net
     frame = _frames(1, 32, 32, seed=3)[0]
     Image.fromarray(frame).save(tmp_path / "person.png")

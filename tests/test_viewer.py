@@ -51,7 +51,8 @@ def _shot(page: str, tmp_path, hash_: str, name: str) -> np.ndarray:
            "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={out}",
            "--window-size=600,400", f"file://{page}#{hash_}"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
-    assert out.exists(), f"chromium wrote no screenshot (rc {proc.returncode}): {proc.stderr[-800:]}"
+    assert out.exists(), \
+        f"chromium wrote no screenshot (rc {proc.returncode}): {proc.stderr[-800:]}"
     # Rows below the one-line tool bar (whose labels are in the same colours): the canvas.
     return np.asarray(Image.open(out).convert("RGB"))[BAR_PX:]
 
