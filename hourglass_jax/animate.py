@@ -132,9 +132,22 @@ def write_pngs(pictures: Iterable[np.ndarray], out_dir: str) -> list[str]:
     return paths
 
 
+def _same_size(pictures: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
+    """Resizes every picture to the first one's size (frames of a folder may differ in shape)."""
+    size = None
+    for pic in pictures:
+        if size is None:
+            size = pic.shape[:2]
+        elif pic.shape[:2] != size:
+            pic = np.asarray(Image.fromarray(pic).resize((size[1], size[0]),
+                                                         Image.Resampling.BILINEAR))
+        yield pic
+
+
 def write_gif(pictures: Iterable[np.ndarray], path: str, fps: float) -> str:
-    """Writes an animated GIF (looping) at `fps` frames per second; returns the path."""
-    imgs = [Image.fromarray(p) for p in pictures]
+    """Writes an animated GIF (looping) at `fps` frames per second; returns the path.
+    Pictures of other sizes than the first are resized to it."""
+    imgs = [Image.fromarray(p) for p in _same_size(pictures)]
     if not imgs:
         raise ValueError("no pictures to write")
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -145,12 +158,13 @@ def write_gif(pictures: Iterable[np.ndarray], path: str, fps: float) -> str:
 
 
 def write_mp4(pictures: Iterable[np.ndarray], path: str, fps: float) -> str:
-    """Writes an H.264 MP4 with imageio-ffmpeg's bundled ffmpeg; returns the path."""
+    """Writes an H.264 MP4 with imageio-ffmpeg's bundled ffmpeg; returns the path.
+    Pictures of other sizes than the first are resized to it."""
     import imageio_ffmpeg
     writer = None
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     try:
-        for pic in pictures:
+        for pic in _same_size(pictures):
             if writer is None:
                 # yuv420p needs even sides: pad by at most one pixel.
                 size = (pic.shape[1] + pic.shape[1] % 2, pic.shape[0] + pic.shape[0] % 2)

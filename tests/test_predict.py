@@ -120,7 +120,10 @@ def test_folder_frames_and_boxes(net, tmp_path):
     for i, (h, w) in enumerate(sizes):
         Image.fromarray(_frames(1, h, w, seed=10 + i)[0]).save(folder / f"img_{2 - i}.png")
     (folder / "notes.txt").write_text("ignored")
-    out = np.load(cli.run(path, str(folder), str(tmp_path / "o1"), softargmax_k=K)["npz"])
+    written = cli.run(path, str(folder), str(tmp_path / "o1"), softargmax_k=K, gif=True)
+    out = np.load(written["npz"])
+    with Image.open(written["gif"]) as gif:          # frames of 3 sizes in one animation
+        assert gif.n_frames == 3
     assert out["pose3d"].shape == (3, NUM_JOINTS, 3)
     assert list(out["names"]) == ["img_0.png", "img_1.png", "img_2.png"]
     np.testing.assert_array_equal(out["frame_size"], [[36, 36], [48, 64], [56, 40]])
