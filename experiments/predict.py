@@ -63,9 +63,13 @@ def _workdir_k(checkpoint: str) -> int | None:
               os.path.join(checkpoint, os.pardir, os.pardir, os.pardir)):
         path = os.path.join(d, "config.json")
         if os.path.isfile(path):
-            with open(path, encoding="utf-8") as f:
-                k = json.load(f).get("model", {}).get("softargmax_k")
-            return int(k) if k else None
+            try:
+                with open(path, encoding="utf-8") as f:
+                    k = json.load(f)["model"]["softargmax_k"]
+                return int(k)
+            except (OSError, ValueError, KeyError, TypeError):
+                continue  # some other config.json: not an experiment's
+
     return None
 
 
@@ -134,9 +138,11 @@ def main(argv: list[str]) -> None:
         if not getattr(FLAGS, name):
             raise app.UsageError(f"--{name} is required")
     try:
-        run(FLAGS.checkpoint, FLAGS.input, FLAGS.output, FLAGS.boxes, FLAGS.complete, FLAGS.tau,
-            FLAGS.gif, FLAGS.mp4, FLAGS.png, FLAGS.html, FLAGS.fov_deg, FLAGS.root_depth_mm,
-            FLAGS.box_mm, FLAGS.softargmax_k, FLAGS.batch_size, FLAGS.fps)
+        run(FLAGS.checkpoint, FLAGS.input, FLAGS.output, boxes=FLAGS.boxes,
+            complete=FLAGS.complete, tau=FLAGS.tau, gif=FLAGS.gif, mp4=FLAGS.mp4, png=FLAGS.png,
+            html=FLAGS.html, fov_deg=FLAGS.fov_deg, root_depth_mm=FLAGS.root_depth_mm,
+            box_mm=FLAGS.box_mm, softargmax_k=FLAGS.softargmax_k, batch_size=FLAGS.batch_size,
+            fps=FLAGS.fps)
     except ValueError as e:
         print(f"predict: error: {e}", file=sys.stderr, flush=True)
         sys.exit(1)

@@ -332,8 +332,15 @@ class Predictions:
         return out
 
 
+_last_progress = [0.0]  # time of the last progress line (lines at most every 2 s)
+
+
 def _progress(done: int, total: int, start: float, out=sys.stderr) -> None:
-    el = time.time() - start
+    now = time.time()
+    if done < total and now - _last_progress[0] < 2.0:
+        return
+    _last_progress[0] = now
+    el = now - start
     rate = done / el if el > 0 else float("nan")
     eta = (total - done) / rate if rate > 0 else float("nan")
     eta_s = f"{eta:.0f}s" if math.isfinite(eta) else "?"

@@ -242,6 +242,22 @@ def test_workdir_resolution(net, tmp_path):
     assert got == str(work / "finetune" / "bone" / "model") and "bone" in note
 
 
+def test_cli_command_line(net, tmp_path):
+    """The command as a user types it: flags parsed, outputs written, the choice printed."""
+    Image.fromarray(_frames(1, 40, 30)[0]).save(tmp_path / "p.jpg")
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.predict", f"--checkpoint={net[0]}",
+         f"--input={tmp_path / 'p.jpg'}", f"--output={tmp_path / 'o'}", "--html",
+         "--root_depth_mm=4000"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "using the exported network" in proc.stdout
+    out = np.load(tmp_path / "o" / "predictions.npz")
+    assert out["pose3d"].shape == (1, NUM_JOINTS, 3)
+    np.testing.assert_allclose(out["root_depth"], [4000.0])
+    assert (tmp_path / "o" / "viewer.html").exists()
+    assert not (tmp_path / "o" / "predictions.gif").exists()
+
+
 def test_cli_reports_errors(tmp_path):
     """The command line prints a one-line error and exits 1 (no traceback) on bad input."""
     proc = subprocess.run(
