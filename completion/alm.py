@@ -69,6 +69,17 @@ class CompletionResult(NamedTuple):
     objective: jax.Array    # () Eq. 1 objective on the normalised data (unitless)
 
 
+def _after(a: jax.Array, b: jax.Array) -> jax.Array:
+    """`a`, but computed only once `b` is: a data dependency (XLA does not fold x * 0 for floats).
+
+    Independent LAPACK calls (the two SVTs, the B step's Cholesky) may run at once on XLA:CPU;
+    each batched call then waits for its batch tasks on the same intra-op thread pool, which
+    deadlocked on a 2-core machine (jaxlib 0.10.2; gdb showed two threads in ParallelBatchMap
+    of ssyevd). `lax.optimization_barrier` did not order them; this dependency does.
+    """
+    return a + 0.0 * jnp.ravel(b)[0]
+
+
 def _alm(s: jax.Array, mask: jax.Array, x0: jax.Array, valid: jax.Array,
          cfg: CompletionConfig, group: int = 1) -> SolveResult:
     # group: consecutive rows sharing one observed mask (3 = x, y, z of a joint), static.
@@ -95,7 +106,9 @@ def _alm(s: jax.Array, mask: jax.Array, x0: jax.Array, valid: jax.Array,
         x, xs, e, b, c, y1, y2, y3, mu, it, _ = state
         inv_mu = 1.0 / mu
         xs, _ = ops.svt(x + y3 * inv_mu, inv_mu, cfg.svt)
-        c, _ = ops.svt(b + y2 * inv_mu, cfg.lambda_c * inv_mu, cfg.svt)
+        # One LAPACK call at a time (see _after): X# SVT -> C SVT -> Cholesky of I + X X^T.
+        c, _ = ops.svt(_after(b + y2 * inv_mu, xs), cfg.lambda_c * inv_mu, cfg.svt)
+        x = _after(x, c)
         e = ops.shrink(x - x @ b + y1 * inv_mu, cfg.lambda_e * inv_mu)
         rhs_b = x.T @ (x - e) + c + (x.T @ y1 - y2) * inv_mu
         b = ops.woodbury_b_update(x, rhs_b)
@@ -121,8 +134,10 @@ def _alm(s: jax.Array, mask: jax.Array, x0: jax.Array, valid: jax.Array,
             jnp.asarray(cfg.mu0, dtype), jnp.asarray(0, jnp.int32),
             jnp.full((3,), jnp.inf, dtype))
     x, xs, e, b, c, _, _, _, _, it, res = lax.while_loop(cond, body, init)
-    objective = (ops.nuclear_norm(xs) + cfg.lambda_d * jnp.sum(ops.temporal_diff(x, valid) ** 2)
-                 + cfg.lambda_c * ops.nuclear_norm(c) + cfg.lambda_e * jnp.sum(jnp.abs(e)))
+    nuc_xs = ops.nuclear_norm(xs)
+    objective = (nuc_xs + cfg.lambda_d * jnp.sum(ops.temporal_diff(x, valid) ** 2)
+                 + cfg.lambda_c * ops.nuclear_norm(_after(c, nuc_xs))
+                 + cfg.lambda_e * jnp.sum(jnp.abs(e)))
     return SolveResult(x, xs, e, b, c, it, jnp.max(res) <= cfg.tol, res, objective)
 
 

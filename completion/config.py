@@ -34,9 +34,9 @@ class CompletionConfig:
         Gram matrix, the fast path) or "svd" (a full SVD).
     """
 
-    lambda_d: float = 10.0
-    lambda_c: float = 1.0
-    lambda_e: float = 0.5
+    lambda_d: float = 5.0
+    lambda_c: float = 10.0
+    lambda_e: float = 1.0
     mu0: float = 0.1
     rho: float = 1.1
     mu_max: float = 1e6
