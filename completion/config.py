@@ -14,7 +14,10 @@ class CompletionConfig:
     Frozen and hashable, so it can be a static argument of `jax.jit`. The lambdas act on the
     *normalised* data (see `completion.alm.complete`: the observed entries are centred and
     scaled to unit RMS), so they do not depend on the input's units. The defaults were chosen
-    by measurement on the 15 real mocap clips (docs/completion.md has the table).
+    by measurement on real mocap clips with occlusion bursts, noise and outliers
+    (docs/completion.md has the tables): on 15 held-out corrupted clips they complete the
+    hidden joints 10% better than linear interpolation (82.1 vs 91.5 mm MPJPE). The float32
+    solver's residuals floor at about 1e-5..1e-4, hence tol = 1e-4 (use float64 for tighter).
 
     Attributes:
       lambda_d: weight of the temporal smoothness term ||X D||_F^2.

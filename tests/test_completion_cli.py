@@ -38,3 +38,13 @@ def test_cli_bad_files(tmp_path):
     np.savez(tmp_path / "x.npz", poses=np.zeros((5, 16, 3)))
     with pytest.raises(ValueError, match="scores"):
         main([str(tmp_path / "x.npz"), str(tmp_path / "o.npz")])
+
+
+def test_package_imports_without_hourglass_jax():
+    import subprocess
+    import sys
+
+    code = ("import sys, completion, completion.__main__; "
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('hourglass_jax', 'experiments')]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
