@@ -117,6 +117,9 @@ CASES = [  # (seed, F, P, hidden fraction, config changes)
 @pytest.mark.parametrize("seed,f,p,hide,changes", CASES)
 def test_jax_float32_equals_float64_reference(seed, f, p, hide, changes):
     poses, observed = _problem(seed, f, p, hide)
+    if seed == 2:  # a per-coordinate (F, P, 3) mask: the X step's one-factor-per-row path
+        observed = observed[..., None] & (np.random.default_rng(seed).random((f, p, 3)) > 0.2)
+        observed[0, 0] = True
     cfg = CompletionConfig(**changes).replace(tol=0.0, max_iters=40)  # same iteration count
     got = complete(poses, observed, cfg)
     want = ref.complete(poses, observed, cfg)
