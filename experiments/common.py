@@ -1,20 +1,17 @@
-"""Pieces the stages share: data sources, the networks, batched prediction in mm."""
+"""Pieces the stages share: data sources, the network config, host batches."""
 from __future__ import annotations
 
-import functools
 import os
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from hourglass_jax import geometry
 from hourglass_jax.mesh import DATA_AXIS
-from hourglass_jax.model import ModelConfig, VolumetricHourglass, model_config
+from hourglass_jax.model import ModelConfig, model_config
 from hourglass_jax.skeleton import ROOT
-from hourglass_jax.softargmax import predict_pose_mm
 
 # Keys of a pipeline batch that reach the device (strings and bookkeeping stay on the host).
 DEVICE_KEYS = ("image", "pose2d", "pose3d", "visible", "intrinsics", "center", "scale",
@@ -49,51 +46,9 @@ def network_config(config: ml_collections.ConfigDict) -> ModelConfig:
     return model_config(config.model.name, bn_axis_name=DATA_AXIS)
 
 
-def volume_spec(cfg: ModelConfig) -> geometry.VolumeSpec:
-    return geometry.VolumeSpec(heatmap_size=cfg.heatmap_size, depth_bins=cfg.depth_bins,
-                               input_size=cfg.input_size)
-
-
 def device_batch(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The numeric arrays of a pipeline batch that the jitted steps use."""
     return {k: np.asarray(batch[k]) for k in DEVICE_KEYS if k in batch}
-
-
-@functools.lru_cache(maxsize=8)
-def make_predictor(cfg: ModelConfig, k: int):
-    """Jitted `(variables, images, intrinsics, center, scale, root_depth) -> (pose (B, 16, 3) mm
-    camera frame, confidence (B, 16))` of a VolumetricHourglass; one per (config, k), so that
-    evaluating many networks of one architecture compiles once."""
-    spec = volume_spec(cfg)
-    module = VolumetricHourglass(cfg)
-
-    @jax.jit
-    def predict(variables, images, intrinsics, center, scale, root_depth):
-        out = module.apply(variables, images, train=False)
-        return predict_pose_mm(out["volume"], intrinsics, center, scale, root_depth, spec, k)
-
-    return predict
-
-
-def predict_batches(predict, variables, batches: Iterator[Mapping[str, np.ndarray]],
-                    batch_size: int) -> Iterator[tuple[Mapping[str, np.ndarray], np.ndarray,
-                                                       np.ndarray]]:
-    """Runs `predict` over host batches of any size in fixed-size chunks (one compilation).
-
-    Yields (batch, pose (n, 16, 3) mm camera frame, confidence (n, 16)) per input batch.
-    """
-    for batch in batches:
-        n = len(batch["image"])
-        poses, confs = [], []
-        for lo in range(0, n, batch_size):
-            rows = np.arange(lo, min(lo + batch_size, n))
-            pad = np.concatenate([rows, np.full(batch_size - len(rows), rows[-1])])
-            args = [np.asarray(batch[key])[pad] for key in
-                    ("image", "intrinsics", "center", "scale", "root_depth")]
-            pose, conf = jax.device_get(predict(variables, *args))
-            poses.append(pose[:len(rows)])
-            confs.append(conf[:len(rows)])
-        yield batch, np.concatenate(poses), np.concatenate(confs)
 
 
 def root_relative(poses: np.ndarray) -> np.ndarray:

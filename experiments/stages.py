@@ -30,7 +30,7 @@ import numpy as np
 import completion
 from experiments import common
 from experiments.workdir import Workdir
-from hourglass_jax import export, geometry, metrics, skeleton
+from hourglass_jax import export, geometry, metrics, predictor, skeleton
 from hourglass_jax.data import pipeline
 from hourglass_jax.losses import finetune_loss
 from hourglass_jax.mesh import make_data_mesh
@@ -73,7 +73,7 @@ def pretrain2d(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
     """Train the 2D detector on the 2D set with the L2 heatmap loss on both stacks."""
     src = common.sources(config)["pretrain2d"]
     cfg = common.network_config(config)
-    spec = common.volume_spec(cfg)
+    spec = predictor.volume_spec(cfg)
     module = Detector2D(cfg)
     c = config.pretrain2d
     pipe = pipeline.TrainPipeline(src, global_batch_size=c.batch_size, seed=config.seed)
@@ -101,7 +101,7 @@ def train3d(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
     _, _, detector_vars = export.load_model(workdir.require("pretrain2d", MODEL_DIR))
     src = common.sources(config)["train"]
     cfg = common.network_config(config)
-    spec = common.volume_spec(cfg)
+    spec = predictor.volume_spec(cfg)
     module = VolumetricHourglass(cfg)
     c = config.train3d
     pipe = pipeline.TrainPipeline(
@@ -132,14 +132,14 @@ def train3d(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
 def _predict_split(config, model_path: str, src, subjects, actions) -> dict[str, np.ndarray]:
     """Predictions on whole videos, frame order kept: the arrays of predictions.npz."""
     _, cfg, variables = export.load_model(model_path)
-    predict = common.make_predictor(cfg, config.model.softargmax_k)
+    predict = predictor.make_predictor(cfg, config.model.softargmax_k)
     variables = common.to_jnp(variables)
     cols: dict[str, list] = {k: [] for k in ("sequence", "frame_index", "index", "subject",
                                              "action", "camera", "pred", "pred_root",
                                              "confidence", "gt")}
     videos = pipeline.read_sequences(src, **_filters(subjects, actions))
     start, done = time.time(), 0
-    for batch, pose, conf in common.predict_batches(predict, variables, (b for _, b in videos),
+    for batch, pose, conf in predictor.predict_batches(predict, variables, (b for _, b in videos),
                                                     config.predict.batch_size):
         cols["sequence"].append(batch["sequence"])
         cols["frame_index"].append(batch["frame"])
@@ -342,7 +342,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
             continue
         target, weighted, bones = SETTINGS[setting]
         module, cfg, variables = export.load_model(baseline)
-        spec = common.volume_spec(cfg)
+        spec = predictor.volume_spec(cfg)
         pipe = pipeline.TrainPipeline(
             src, global_batch_size=c.batch_size, seed=config.seed + 1,
             relabel=PseudoLabels(labels, target, weighted),

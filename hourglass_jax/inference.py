@@ -30,6 +30,8 @@ import time
 import warnings
 from typing import Any, Callable, Iterator, Sequence
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
@@ -366,7 +368,7 @@ def predict(source: FrameSource, cfg: Any, variables: Any, *, boxes: np.ndarray 
     Returns:
       Predictions (3D root-relative mm, 2D frame px, confidences).
     """
-    from experiments import common
+    from hourglass_jax import predictor as predictor_lib
     from hourglass_jax.data.realdata import crop_image
 
     if boxes is not None and len(boxes) != source.num_frames:
@@ -377,8 +379,8 @@ def predict(source: FrameSource, cfg: Any, variables: Any, *, boxes: np.ndarray 
         raise ValueError(f"box_mm must be > 0, got {box_mm}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    predictor = common.make_predictor(cfg, k)
-    variables = common.to_jnp(variables)
+    predict = predictor_lib.make_predictor(cfg, k)
+    variables = jax.tree.map(jnp.asarray, variables)
     res = cfg.input_size
     cols: dict[str, list] = {k_: [] for k_ in ("pose", "conf", "intr", "center", "scale", "size",
                                                "depth")}
@@ -391,8 +393,8 @@ def predict(source: FrameSource, cfg: Any, variables: Any, *, boxes: np.ndarray 
         if not pending["image"]:
             return
         batch = {k_: np.stack(v).astype(np.float32) for k_, v in pending.items()}
-        for _, pose, conf in common.predict_batches(predictor, variables, iter([batch]),
-                                                    batch_size):
+        for _, pose, conf in predictor_lib.predict_batches(predict, variables, iter([batch]),
+                                                           batch_size):
             cols["pose"].append(np.asarray(pose, np.float64))
             cols["conf"].append(np.asarray(conf, np.float64))
         n += len(batch["image"])

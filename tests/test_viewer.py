@@ -2,7 +2,6 @@
 raw/completed toggle and the view all change the pixels. Pictures: animate's 2D overlay."""
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 
