@@ -216,6 +216,13 @@ def complete_core(poses: jax.Array, observed: jax.Array, valid: jax.Array,
         centre = jnp.where(cnt_row > 0, row_mean, centre)  # (P, 3); unobserved rows: axis mean
     dev = jnp.where(obs, poses - centre, 0.0)
     scale = jnp.sqrt(jnp.sum(dev ** 2) / jnp.maximum(jnp.sum(w), 1.0))
+    # With few observed entries (one joint in one frame, or a nearly static joint) the observed
+    # spread can be ~0 while the other predictions are hundreds of mm away: dividing by it
+    # overflows float32. Keep the scale at least a tenth of the spread of every finite entry.
+    finite = jnp.isfinite(poses) & vmask
+    dev_all = jnp.where(finite, poses - centre, 0.0)
+    scale_all = jnp.sqrt(jnp.sum(dev_all ** 2) / jnp.maximum(jnp.sum(finite), 1.0))
+    scale = jnp.maximum(scale, 0.1 * scale_all)
     scale = jnp.where(scale > 0, scale, 1.0)
     normed = (poses - centre) / scale
     s_mat = _to_matrix(jnp.where(obs, normed, 0.0))

@@ -116,7 +116,8 @@ def complete(poses, observed, config: CompletionConfig = CompletionConfig(),
              dtype=np.float64) -> ReferenceResult:
     """Reference of `completion.complete`: (F, P, 3) poses, (F, P[, 3]) bool mask.
 
-    Same normalisation (centre per axis, one RMS scale, over observed entries), same start
+    Same normalisation (centre per axis, one RMS scale over observed entries, at least a tenth
+    of the RMS over all finite entries), same start
     (unknown entries by linear interpolation over time of the finite ones). X and E are returned
     as (F, P, 3) in the input's units; X_sharp, B, C stay normalised matrices.
     """
@@ -131,6 +132,10 @@ def complete(poses, observed, config: CompletionConfig = CompletionConfig(),
                             else centre[k] for k in range(3)] for j in range(p)], dtype)
     dev = (p_in - centre)[obs]
     scale = np.sqrt(np.mean(dev ** 2))
+    # At least a tenth of the spread of all finite entries (a near-static observed set would
+    # otherwise blow the unobserved predictions up).
+    finite = np.isfinite(p_in)
+    scale = max(scale, 0.1 * np.sqrt(np.mean((p_in - centre)[finite] ** 2)))
     scale = scale if scale > 0 else dtype(1.0)
     normed = (p_in - centre) / scale
     to_m = lambda a: a.reshape(f, -1).T  # noqa: E731  (F, P, 3) -> (3P, F), row p*3 + c

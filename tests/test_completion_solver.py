@@ -265,3 +265,20 @@ def test_config_is_hashable_and_frozen():
     assert hash(cfg) == hash(CompletionConfig())
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.lambda_d = 1.0  # type: ignore[misc]
+
+
+def test_few_observed_entries_of_a_static_prediction_stay_finite():
+    """One observed joint in a few frames of a nearly static pose (seen in real predictions of a
+    weak network): the observed spread is ~0 while the other joints are hundreds of mm away.
+    The completion must stay finite and keep the observed entries, as the reference does."""
+    rng = np.random.default_rng(7)
+    skeleton = rng.normal(scale=300.0, size=(1, 16, 3))
+    poses = skeleton + rng.normal(scale=0.05, size=(18, 16, 3))
+    observed = np.zeros((18, 16), bool)
+    observed[[2, 9], 6] = True
+    cfg = CompletionConfig(max_iters=300)
+    out = complete(poses, observed, cfg)
+    reference = ref.complete(poses, observed, cfg)
+    assert np.isfinite(np.asarray(out.X)).all() and np.isfinite(reference.X).all()
+    np.testing.assert_array_equal(np.asarray(out.X)[observed], poses[observed].astype(np.float32))
+    np.testing.assert_allclose(np.asarray(out.X), reference.X, atol=1.0)
