@@ -24,9 +24,10 @@ def data_dir(config: ml_collections.ConfigDict) -> str:
             or os.path.join(os.path.expanduser("~"), ".cache", "hourglass_jax", "tfds"))
 
 
-def sources(config: ml_collections.ConfigDict) -> dict[str, Any]:
-    """{split: data source} of the experiment's dataset (the embedded one is built on first use)."""
-    name = config.data.dataset
+def sources(config: ml_collections.ConfigDict, dataset: str | None = None) -> dict[str, Any]:
+    """{split: data source} of `dataset` (default the experiment's; the embedded one is built on
+    first use, the real ones must have been prepared)."""
+    name = dataset or config.data.dataset
     if name == "mocap_render":
         from hourglass_jax.data import mocap_render
         return mocap_render.load(config.data.builder_config, data_dir(config))

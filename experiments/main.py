@@ -32,6 +32,7 @@ _XLA_CACHE = flags.DEFINE_string(
 def run(config, workdir_path: str, stage_spec: str = "all") -> Workdir:
     """Runs the asked stages in pipeline order; returns the work directory."""
     wanted = parse_stages(stage_spec)
+    stages_lib.check_supported(config)
     workdir = Workdir(workdir_path, config)
     for stage in wanted:
         if workdir.is_done(stage):

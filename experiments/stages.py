@@ -68,11 +68,40 @@ def _variables(state) -> dict[str, Any]:
     return jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
 
 
+# Config fields of the cross-dataset and per-scene protocols that these stages do not read yet:
+# running such a protocol would silently train or evaluate on the wrong data, so it stops.
+UNSUPPORTED_FIELDS = ("data.unlabelled_dataset", "data.unlabelled_sequences",
+                      "data.validation_dataset", "data.validation_sequences", "evaluate.scenes")
+
+
+def check_supported(config: ml_collections.ConfigDict) -> None:
+    """ValueError naming the config fields that the stages cannot honour yet."""
+    present = []
+    for field in UNSUPPORTED_FIELDS:
+        group, name = field.split(".")
+        if name in config.get(group, {}) and config[group][name]:
+            present.append(field)
+    if present:
+        raise ValueError(f"protocol {config.protocol!r} sets {', '.join(present)}, which the "
+                         "stages do not support yet (cross-dataset videos and per-scene tables)")
+
+
 # ------------------------------------------------------------------------------------ pretrain2d
 def pretrain2d(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
-    """Train the 2D detector on the 2D set with the L2 heatmap loss on both stacks."""
-    src = common.sources(config)["pretrain2d"]
+    """Train the 2D detector on the 2D set with the L2 heatmap loss on both stacks, or import it
+    from a PyTorch stacked-hourglass checkpoint (`pretrain2d.import_checkpoint`)."""
     cfg = common.network_config(config)
+    checkpoint = config.pretrain2d.get("import_checkpoint", "")
+    if checkpoint:
+        from hourglass_jax import importer
+        importer.export_detector(checkpoint, workdir.file("pretrain2d", MODEL_DIR), cfg)
+        return {"imported": checkpoint}
+    # The real 3D datasets have no 2D split: their protocols name the 2D set (MPII) explicitly.
+    dataset = config.data.get("pretrain_dataset", "")
+    if dataset:
+        src = common.sources(config, dataset)[config.data.get("pretrain_split", "train")]
+    else:
+        src = common.sources(config)["pretrain2d"]
     spec = predictor.volume_spec(cfg)
     module = Detector2D(cfg)
     c = config.pretrain2d
@@ -371,7 +400,8 @@ def finetune(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
 # -------------------------------------------------------------------------------------- evaluate
 def evaluate_model(config, model_path: str, src) -> tuple[dict, dict[str, np.ndarray]]:
     """Validation errors of one network: overall / per action / per subject, and predictions."""
-    out = _predict_split(config, model_path, src, config.data.validation_subjects, ())
+    out = _predict_split(config, model_path, src, config.data.validation_subjects,
+                         config.data.get("validation_actions", ()))
     errors = {name: np.asarray(fn(out["pred"], out["gt"]))
               for name, fn in (("mpjpe", metrics.mpjpe), ("nmpjpe", metrics.nmpjpe),
                                ("pmpjpe", metrics.pmpjpe))}

@@ -136,3 +136,14 @@ def test_bad_inputs_fail_clearly(quick_run, quick_config, tmp_path):
     bad.finetune.settings = ("bone", "magic")
     with pytest.raises(ValueError, match="unknown finetune setting"):
         stages.finetune(bad, Workdir(quick_run, bad))
+
+
+def test_paper_scale_protocols_stop_with_a_clear_message(tmp_path):
+    config = configs.get_protocol_config("h36m_subject_s1")
+    config.data.data_dir = str(tmp_path / "tfds")
+    assert config.finetune.steps == 0 and config.finetune.epochs == 2.0  # paper: 2 epochs
+    with pytest.raises(ValueError, match="mpii/full is not prepared.*manual download"):
+        main.run(config, str(tmp_path / "w"), "pretrain2d")
+    cross = configs.get_protocol_config("mpi3dhp_cross_h36m")
+    with pytest.raises(ValueError, match="data.unlabelled_dataset.*not support"):
+        main.run(cross, str(tmp_path / "w2"), "all")

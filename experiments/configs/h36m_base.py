@@ -41,6 +41,7 @@ def get_real_config(protocol: str, dataset: str) -> ml_collections.ConfigDict:
     c.finetune.batch_size = 4         # paper Sec. 4.1: 2 epochs at 2.5e-5
     c.finetune.learning_rate = 2.5e-5
     c.finetune.epochs = 2.0
+    c.finetune.steps = 0              # derived from the 2 epochs
     c.finetune.checkpoint_every = 2000
     c.pretrain2d.checkpoint_every = 2000
     c.log_every = 200
