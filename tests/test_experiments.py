@@ -147,3 +147,14 @@ def test_paper_scale_protocols_stop_with_a_clear_message(tmp_path):
     cross = configs.get_protocol_config("mpi3dhp_cross_h36m")
     with pytest.raises(ValueError, match="data.unlabelled_dataset.*not support"):
         main.run(cross, str(tmp_path / "w2"), "all")
+
+
+def test_action_wise_protocols_partition_the_actions():
+    from hourglass_jax.data.mocap import CLIP_NAMES
+    for name, n_unlabelled in (("action_half", 7), ("action_hard", 4)):
+        c = configs.get_protocol_config(name)
+        labelled, unlabelled = set(c.data.labelled_actions), set(c.data.unlabelled_actions)
+        assert labelled | unlabelled == set(CLIP_NAMES) and not labelled & unlabelled
+        assert len(unlabelled) == n_unlabelled
+        assert set(c.data.labelled_subjects) == set(c.data.unlabelled_subjects) == {
+            "S1", "S5", "S6", "S7", "S8"}
