@@ -4,18 +4,11 @@ actions labelled (all training subjects), the rest unlabelled; S9, S11 validatio
 H36M's protocol labels its first 8 of 15 actions in the dataset's order; here the order is the
 clips' (alphabetical), so the labelled half is backflip ... jump.
 """
-from experiments.configs.base import TRAIN_SUBJECTS, get_base_config
+from experiments.configs.base import action_wise_config
 from hourglass_jax.data.mocap import CLIP_NAMES
 
-LABELLED_ACTIONS = CLIP_NAMES[:8]
 UNLABELLED_ACTIONS = CLIP_NAMES[8:]
 
 
 def get_config():
-    c = get_base_config()
-    c.protocol = "action_half"
-    c.data.labelled_subjects = TRAIN_SUBJECTS
-    c.data.unlabelled_subjects = TRAIN_SUBJECTS
-    c.data.labelled_actions = LABELLED_ACTIONS
-    c.data.unlabelled_actions = UNLABELLED_ACTIONS
-    return c
+    return action_wise_config("action_half", UNLABELLED_ACTIONS)

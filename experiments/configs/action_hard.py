@@ -6,18 +6,10 @@ The hardest four are those with the highest validation MPJPE of the subject-wise
 getup_faceup 410, crawl 407, getup_facedown 365 (next: roll 362). H36M's are Photo, Purchases,
 Sitting and SittingDown.
 """
-from experiments.configs.base import TRAIN_SUBJECTS, get_base_config
-from hourglass_jax.data.mocap import CLIP_NAMES
+from experiments.configs.base import action_wise_config
 
 UNLABELLED_ACTIONS = ("cartwheel", "getup_faceup", "crawl", "getup_facedown")
-LABELLED_ACTIONS = tuple(a for a in CLIP_NAMES if a not in UNLABELLED_ACTIONS)
 
 
 def get_config():
-    c = get_base_config()
-    c.protocol = "action_hard"
-    c.data.labelled_subjects = TRAIN_SUBJECTS
-    c.data.unlabelled_subjects = TRAIN_SUBJECTS
-    c.data.labelled_actions = LABELLED_ACTIONS
-    c.data.unlabelled_actions = UNLABELLED_ACTIONS
-    return c
+    return action_wise_config("action_hard", UNLABELLED_ACTIONS)

@@ -74,3 +74,19 @@ def get_base_config() -> ml_collections.ConfigDict:
 
     c.log_every = 50
     return c
+
+
+def action_wise_config(protocol: str, unlabelled_actions) -> ml_collections.ConfigDict:
+    """An action-wise protocol: every training subject, `unlabelled_actions` unlabelled and the
+    other actions of the embedded dataset labelled."""
+    from hourglass_jax.data.mocap import CLIP_NAMES
+    unknown = [a for a in unlabelled_actions if a not in CLIP_NAMES]
+    if unknown:
+        raise ValueError(f"unknown action(s) {unknown}; valid: {', '.join(CLIP_NAMES)}")
+    c = get_base_config()
+    c.protocol = protocol
+    c.data.labelled_subjects = TRAIN_SUBJECTS
+    c.data.unlabelled_subjects = TRAIN_SUBJECTS
+    c.data.labelled_actions = tuple(a for a in CLIP_NAMES if a not in unlabelled_actions)
+    c.data.unlabelled_actions = tuple(unlabelled_actions)
+    return c

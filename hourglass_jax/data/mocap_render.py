@@ -35,6 +35,7 @@ from PIL import Image
 
 from hourglass_jax import geometry
 from hourglass_jax.data import render as rnd
+from hourglass_jax.data import schema
 from hourglass_jax.data import subjects as subj
 from hourglass_jax.skeleton import ROOT
 
@@ -347,26 +348,10 @@ class MocapRender(tfds.core.GeneratorBasedBuilder):
 
     def _info(self) -> tfds.core.DatasetInfo:
         res = self.builder_config.res
-        f = tfds.features
         return tfds.core.DatasetInfo(
             builder=self,
             description=__doc__,
-            features=f.FeaturesDict({
-                "image": f.Image(shape=(res, res, 3), encoding_format="png"),
-                "pose3d": f.Tensor(shape=(16, 3), dtype=np.float32),
-                "pose2d": f.Tensor(shape=(16, 2), dtype=np.float32),
-                "visible": f.Tensor(shape=(16,), dtype=np.bool_),
-                "intrinsics": f.Tensor(shape=(4,), dtype=np.float32),
-                "center": f.Tensor(shape=(2,), dtype=np.float32),
-                "scale": f.Scalar(dtype=np.float32),
-                "root_depth": f.Scalar(dtype=np.float32),
-                "subject": f.Text(),
-                "action": f.Text(),
-                "subaction": f.Scalar(dtype=np.int32),
-                "camera": f.Text(),
-                "sequence": f.Text(),
-                "frame": f.Scalar(dtype=np.int32),
-            }),
+            features=tfds.features.FeaturesDict(schema.pose_features(res)),
             homepage="https://github.com/bulletphysics/bullet3 (pybullet_data DeepMimic clips)",
         )
 

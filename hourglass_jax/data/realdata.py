@@ -28,6 +28,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from hourglass_jax import geometry
+from hourglass_jax.data import schema
 from hourglass_jax.skeleton import NUM_JOINTS, ROOT
 
 CROP_MARGIN = 1.3  # box side / larger side of the joints' bounding box, as mocap_render uses
@@ -52,25 +53,10 @@ class RealConfig(tfds.core.BuilderConfig):
 
 
 def features(res: int) -> tfds.features.FeaturesDict:
-    """The shared feature schema (module docstring) for crops of `res` px."""
-    f = tfds.features
-    return f.FeaturesDict({
-        "image": f.Image(shape=(res, res, 3), encoding_format="png"),
-        "pose3d": f.Tensor(shape=(NUM_JOINTS, 3), dtype=np.float32),
-        "pose2d": f.Tensor(shape=(NUM_JOINTS, 2), dtype=np.float32),
-        "visible": f.Tensor(shape=(NUM_JOINTS,), dtype=np.bool_),
-        "intrinsics": f.Tensor(shape=(4,), dtype=np.float32),
-        "center": f.Tensor(shape=(2,), dtype=np.float32),
-        "scale": f.Scalar(dtype=np.float32),
-        "root_depth": f.Scalar(dtype=np.float32),
-        "subject": f.Text(),
-        "action": f.Text(),
-        "subaction": f.Scalar(dtype=np.int32),
-        "camera": f.Text(),
-        "sequence": f.Text(),
-        "frame": f.Scalar(dtype=np.int32),
-        "has_pose3d": f.Scalar(dtype=np.bool_),
-    })
+    """The shared feature schema (module docstring) for crops of `res` px, plus `has_pose3d`
+    (False for 2D-only datasets such as MPII, whose pose3d is zeros)."""
+    return tfds.features.FeaturesDict({**schema.pose_features(res),
+                                       "has_pose3d": tfds.features.Scalar(dtype=np.bool_)})
 
 
 def require_file(path: str | os.PathLike, what: str) -> str:
