@@ -273,25 +273,14 @@ def detect_layout(manual_dir: str) -> str:
                       "release) or annot/train.h5 + images/ (preprocessed)")
 
 
-class H36M(tfds.core.GeneratorBasedBuilder):
+class H36M(realdata.RealBuilder):
     """Human3.6M in the shared schema (see the module docstring)."""
 
     name = "h36m"
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release."}
+    HOMEPAGE = "http://vision.imar.ro/human3.6m"
     BUILDER_CONFIGS = list(CONFIGS)
     MANUAL_DOWNLOAD_INSTRUCTIONS = (PREPARE_HINT + "; then run python -m "
                                     "hourglass_jax.data.prepare h36m --manual_dir=MANUAL_DIR")
-
-    def __init__(self, *, workers: int = 1, **kwargs):
-        """workers: processes decoding videos in parallel (1: in this process)."""
-        self._workers = int(workers)
-        super().__init__(**kwargs)
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(builder=self, description=__doc__,
-                                     features=realdata.features(self.builder_config.res),
-                                     homepage="http://vision.imar.ro/human3.6m")
 
     def _split_generators(self, dl_manager):
         manual = os.fspath(dl_manager.manual_dir)

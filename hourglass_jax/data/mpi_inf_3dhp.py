@@ -264,25 +264,14 @@ def check_layout(manual_dir: str, cfg: Mpi3dhpConfig) -> None:
                               f"test sequence {ts} annot_data.mat")
 
 
-class Mpi3dhp(tfds.core.GeneratorBasedBuilder):
+class Mpi3dhp(realdata.RealBuilder):
     """MPI-INF-3DHP in the shared schema (see the module docstring)."""
 
     name = "mpi_inf_3dhp"
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release."}
+    HOMEPAGE = "https://vcai.mpi-inf.mpg.de/3dhp-dataset/"
     BUILDER_CONFIGS = list(CONFIGS)
     MANUAL_DOWNLOAD_INSTRUCTIONS = (PREPARE_HINT + "; then run python -m hourglass_jax.data."
                                     "prepare mpi_inf_3dhp --manual_dir=MANUAL_DIR")
-
-    def __init__(self, *, workers: int = 1, **kwargs):
-        """workers: processes decoding training videos in parallel (1: in this process)."""
-        self._workers = int(workers)
-        super().__init__(**kwargs)
-
-    def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(builder=self, description=__doc__,
-                                     features=realdata.features(self.builder_config.res),
-                                     homepage="https://vcai.mpi-inf.mpg.de/3dhp-dataset/")
 
     def _split_generators(self, dl_manager):
         manual = os.fspath(dl_manager.manual_dir)

@@ -119,12 +119,11 @@ def examples(manual_dir: str, split: str, res: int) -> Iterator[tuple[str, dict]
                      (len(a) - i - 1) / rate)
 
 
-class Mpii(tfds.core.GeneratorBasedBuilder):
+class Mpii(realdata.RealBuilder):
     """MPII Human Pose in the shared schema (see the module docstring)."""
 
     name = "mpii"
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First release."}
+    HOMEPAGE = "http://human-pose.mpi-inf.mpg.de"
     BUILDER_CONFIGS = [
         realdata.RealConfig(name="small", description="64 px crops", res=64),
         realdata.RealConfig(name="full", description="256 px crops", res=256),
@@ -132,10 +131,6 @@ class Mpii(tfds.core.GeneratorBasedBuilder):
     MANUAL_DOWNLOAD_INSTRUCTIONS = (PREPARE_HINT + "; then run python -m "
                                     "hourglass_jax.data.prepare mpii --manual_dir=MANUAL_DIR")
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(builder=self, description=__doc__,
-                                     features=realdata.features(self.builder_config.res),
-                                     homepage="http://human-pose.mpi-inf.mpg.de")
 
     def _split_generators(self, dl_manager):
         manual = os.fspath(dl_manager.manual_dir)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import os
+import sys
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -57,6 +58,25 @@ def features(res: int) -> tfds.features.FeaturesDict:
     (False for 2D-only datasets such as MPII, whose pose3d is zeros)."""
     return tfds.features.FeaturesDict({**schema.pose_features(res),
                                        "has_pose3d": tfds.features.Scalar(dtype=np.bool_)})
+
+
+class RealBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """What the real-dataset builders share: version, the shared schema at the config's crop
+    size, a homepage, and `workers` processes for decoding (1: in this process)."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "First release."}
+    HOMEPAGE = ""
+
+    def __init__(self, *, workers: int = 1, **kwargs):
+        self._workers = int(workers)
+        super().__init__(**kwargs)
+
+    def _info(self) -> tfds.core.DatasetInfo:
+        module_doc = sys.modules[type(self).__module__].__doc__
+        return tfds.core.DatasetInfo(builder=self, description=module_doc,
+                                     features=features(self.builder_config.res),
+                                     homepage=self.HOMEPAGE)
 
 
 def require_file(path: str | os.PathLike, what: str) -> str:
