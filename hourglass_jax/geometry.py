@@ -214,6 +214,19 @@ def rotation_2d(angle_deg):
 
 
 # ------------------------------------------------------------------------------------------- crops
+def _crop_params(center, scale, res: int, rotation_deg):
+    """Checked crop parameters as arrays of one module, and their common batch shape."""
+    xp = _xp(center, scale, rotation_deg)
+    c, sc, rot = _float(center, xp), _float(scale, xp), _float(rotation_deg, xp)
+    _check_last(c, 2, "center")
+    _check_res(res)
+    _check_values(xp, c, "center")
+    _check_values(xp, sc, "scale", positive=True)
+    _check_values(xp, rot, "rotation_deg")
+    batch = np.broadcast_shapes(tuple(c.shape[:-1]), tuple(sc.shape), tuple(rot.shape))
+    return xp, c, sc, rot, batch
+
+
 def crop_affine(center, scale, res: int, rotation_deg=0.0):
     """Affine map image px -> crop px of Newell's box (see the module docstring).
 
@@ -227,14 +240,7 @@ def crop_affine(center, scale, res: int, rotation_deg=0.0):
     Returns:
       (*B, 2, 3) matrices A with ``crop = A[:, :2] @ uv + A[:, 2]``.
     """
-    xp = _xp(center, scale, rotation_deg)
-    c, sc, rot = _float(center, xp), _float(scale, xp), _float(rotation_deg, xp)
-    _check_last(c, 2, "center")
-    _check_res(res)
-    _check_values(xp, c, "center")
-    _check_values(xp, sc, "scale", positive=True)
-    _check_values(xp, rot, "rotation_deg")
-    batch = np.broadcast_shapes(tuple(c.shape[:-1]), tuple(sc.shape), tuple(rot.shape))
+    xp, c, sc, rot, batch = _crop_params(center, scale, res, rotation_deg)
     s = (res / (BOX_PX_PER_SCALE * sc))[..., None, None]
     lin = s * rotation_2d(rot)                                           # (*B, 2, 2)
     lin = xp.broadcast_to(lin, batch + (2, 2))
@@ -245,14 +251,7 @@ def crop_affine(center, scale, res: int, rotation_deg=0.0):
 
 def crop_affine_inverse(center, scale, res: int, rotation_deg=0.0):
     """Affine map crop px -> image px, the exact inverse of ``crop_affine``: (*B, 2, 3)."""
-    xp = _xp(center, scale, rotation_deg)
-    c, sc, rot = _float(center, xp), _float(scale, xp), _float(rotation_deg, xp)
-    _check_last(c, 2, "center")
-    _check_res(res)
-    _check_values(xp, c, "center")
-    _check_values(xp, sc, "scale", positive=True)
-    _check_values(xp, rot, "rotation_deg")
-    batch = np.broadcast_shapes(tuple(c.shape[:-1]), tuple(sc.shape), tuple(rot.shape))
+    xp, c, sc, rot, batch = _crop_params(center, scale, res, rotation_deg)
     lin = ((BOX_PX_PER_SCALE * sc) / res)[..., None, None] * rotation_2d(-rot)
     lin = xp.broadcast_to(lin, batch + (2, 2))
     c = xp.broadcast_to(c, batch + (2,))

@@ -35,7 +35,6 @@ from typing import Iterator
 
 import h5py
 import numpy as np
-import tensorflow_datasets as tfds
 from PIL import Image
 
 from hourglass_jax import geometry
@@ -312,21 +311,11 @@ class H36M(realdata.RealBuilder):
 
 def builder(config: str | H36MConfig = "small", data_dir: str | os.PathLike | None = None,
             workers: int = 1) -> H36M:
-    """The array_record builder of `config` ("small", "full" or an H36MConfig) in `data_dir`;
-    `workers` processes decode videos when it builds."""
-    names = [c.name for c in CONFIGS]
-    if isinstance(config, str) and config not in names:
-        raise ValueError(f"unknown h36m config {config!r}; valid: {', '.join(names)}")
-    return H36M(config=config, data_dir=None if data_dir is None else os.fspath(data_dir),
-                file_format=tfds.core.FileFormat.ARRAY_RECORD, workers=workers)
+    """The array_record builder of `config` in `data_dir`; `workers` processes decode videos when it builds."""
+    return H36M.make(config, data_dir, workers)
 
 
 def prepare(manual_dir: str | os.PathLike, config: str | H36MConfig = "small",
             data_dir: str | os.PathLike | None = None, workers: int = 1) -> H36M:
-    """Build the dataset from the user's copy in `manual_dir` with `workers` decoding processes;
-    returns the prepared builder."""
-    realdata.require_dir(manual_dir, "Human3.6M manual download directory")
-    b = builder(config, data_dir, workers)
-    b.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=os.fspath(manual_dir)))
-    return b
+    """Build the dataset from the user's copy in `manual_dir`; returns the prepared builder."""
+    return H36M.prepare_from(manual_dir, config, data_dir, workers)

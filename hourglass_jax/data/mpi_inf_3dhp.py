@@ -36,7 +36,6 @@ from typing import Iterator
 import h5py
 import numpy as np
 import scipy.io
-import tensorflow_datasets as tfds
 from PIL import Image
 
 from hourglass_jax.data import realdata, video
@@ -299,21 +298,11 @@ class Mpi3dhp(realdata.RealBuilder):
 
 def builder(config: str | Mpi3dhpConfig = "small", data_dir: str | os.PathLike | None = None,
             workers: int = 1) -> Mpi3dhp:
-    """The array_record builder of `config` ("small", "full" or an Mpi3dhpConfig); `workers`
-    processes decode training videos when it builds."""
-    names = [c.name for c in CONFIGS]
-    if isinstance(config, str) and config not in names:
-        raise ValueError(f"unknown mpi_inf_3dhp config {config!r}; valid: {', '.join(names)}")
-    return Mpi3dhp(config=config, data_dir=None if data_dir is None else os.fspath(data_dir),
-                   file_format=tfds.core.FileFormat.ARRAY_RECORD, workers=workers)
+    """The array_record builder of `config` in `data_dir`; `workers` processes decode training videos when it builds."""
+    return Mpi3dhp.make(config, data_dir, workers)
 
 
 def prepare(manual_dir: str | os.PathLike, config: str | Mpi3dhpConfig = "small",
             data_dir: str | os.PathLike | None = None, workers: int = 1) -> Mpi3dhp:
-    """Build the dataset from the user's copy in `manual_dir` with `workers` decoding processes;
-    returns the prepared builder."""
-    realdata.require_dir(manual_dir, "MPI-INF-3DHP manual download directory")
-    b = builder(config, data_dir, workers)
-    b.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=os.fspath(manual_dir)))
-    return b
+    """Build the dataset from the user's copy in `manual_dir`; returns the prepared builder."""
+    return Mpi3dhp.prepare_from(manual_dir, config, data_dir, workers)

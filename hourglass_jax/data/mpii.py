@@ -28,7 +28,6 @@ from typing import Iterator
 
 import h5py
 import numpy as np
-import tensorflow_datasets as tfds
 from PIL import Image
 
 from hourglass_jax.data import realdata
@@ -143,23 +142,13 @@ class Mpii(realdata.RealBuilder):
         yield from examples(manual, split, self.builder_config.res)
 
 
-def builder(config: str | realdata.RealConfig = "small",
-            data_dir: str | os.PathLike | None = None) -> Mpii:
-    """The array_record builder of `config` ("small" or "full") in `data_dir`."""
-    names = [c.name for c in Mpii.BUILDER_CONFIGS]
-    if isinstance(config, str) and config not in names:
-        raise ValueError(f"unknown mpii config {config!r}; valid: {', '.join(names)}")
-    return Mpii(config=config, data_dir=None if data_dir is None else os.fspath(data_dir),
-                file_format=tfds.core.FileFormat.ARRAY_RECORD)
+def builder(config: str | realdata.RealConfig = "small", data_dir: str | os.PathLike | None = None,
+            workers: int = 1) -> Mpii:
+    """The array_record builder of `config` in `data_dir`; (`workers` is accepted for a uniform command line; MPII builds in one process in minutes.)"""
+    return Mpii.make(config, data_dir, workers)
 
 
 def prepare(manual_dir: str | os.PathLike, config: str | realdata.RealConfig = "small",
             data_dir: str | os.PathLike | None = None, workers: int = 1) -> Mpii:
-    """Build the dataset from the user's copy in `manual_dir`; returns the prepared builder.
-    (`workers` is accepted for a uniform command line; MPII builds in one process in minutes.)"""
-    del workers
-    realdata.require_dir(manual_dir, "MPII manual download directory")
-    b = builder(config, data_dir)
-    b.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=os.fspath(manual_dir)))
-    return b
+    """Build the dataset from the user's copy in `manual_dir`; returns the prepared builder."""
+    return Mpii.prepare_from(manual_dir, config, data_dir, workers)

@@ -72,6 +72,27 @@ class RealBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         self._workers = int(workers)
         super().__init__(**kwargs)
 
+    @classmethod
+    def make(cls, config="small", data_dir: str | os.PathLike | None = None,
+             workers: int = 1) -> "RealBuilder":
+        """The array_record builder of `config` (a config name or object) in `data_dir`."""
+        names = [c.name for c in cls.BUILDER_CONFIGS]
+        if isinstance(config, str) and config not in names:
+            raise ValueError(f"unknown {cls.name} config {config!r}; valid: {', '.join(names)}")
+        return cls(config=config, data_dir=None if data_dir is None else os.fspath(data_dir),
+                   file_format=tfds.core.FileFormat.ARRAY_RECORD, workers=workers)
+
+    @classmethod
+    def prepare_from(cls, manual_dir: str | os.PathLike, config="small",
+                     data_dir: str | os.PathLike | None = None,
+                     workers: int = 1) -> "RealBuilder":
+        """Build the dataset from the user's copy in `manual_dir`; returns the builder."""
+        require_dir(manual_dir, f"{cls.name} manual download directory")
+        b = cls.make(config, data_dir, workers)
+        b.download_and_prepare(download_config=tfds.download.DownloadConfig(
+            manual_dir=os.fspath(manual_dir)))
+        return b
+
     def _info(self) -> tfds.core.DatasetInfo:
         module_doc = sys.modules[type(self).__module__].__doc__
         return tfds.core.DatasetInfo(builder=self, description=module_doc,
