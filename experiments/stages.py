@@ -158,44 +158,53 @@ def train3d(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
 
 
 # --------------------------------------------------------------------------------------- predict
-def _predict_split(config, model_path: str, src, subjects, actions) -> dict[str, np.ndarray]:
-    """Predictions on whole videos, frame order kept: the arrays of predictions.npz."""
-    _, cfg, variables = export.load_model(model_path)
-    predict = predictor.make_predictor(cfg, config.model.softargmax_k)
-    variables = common.to_jnp(variables)
-    cols: dict[str, list] = {k: [] for k in ("sequence", "frame_index", "index", "subject",
-                                             "action", "camera", "pred", "pred_root",
-                                             "confidence", "gt")}
-    videos = pipeline.read_sequences(src, **_filters(subjects, actions))
+def _predict_split(config, model_paths: dict[str, str], src, subjects, actions
+                   ) -> dict[str, dict[str, np.ndarray]]:
+    """Predictions of one or more networks of one architecture on whole videos, frame order
+    kept: {name: the arrays of predictions.npz}. The videos are read and decoded once."""
+    networks = {}
+    for name, path in model_paths.items():
+        _, cfg, variables = export.load_model(path)
+        networks[name] = (cfg, common.to_jnp(variables))  # on the device once, not per call
+    configs_seen = {cfg for cfg, _ in networks.values()}
+    if len(configs_seen) != 1:
+        raise ValueError(f"networks of different architectures cannot share a pass: {model_paths}")
+    predict = predictor.make_predictor(configs_seen.pop(), config.model.softargmax_k)
+    meta_keys = ("sequence", "frame", "index", "subject", "action", "camera", "pose3d_rel")
+    meta: dict[str, list] = {k: [] for k in meta_keys}
+    cols = {name: {k: [] for k in ("pred", "pred_root", "confidence")} for name in networks}
     start, done = time.time(), 0
-    for batch, pose, conf in predictor.predict_batches(predict, variables, (b for _, b in videos),
-                                                    config.predict.batch_size):
-        cols["sequence"].append(batch["sequence"])
-        cols["frame_index"].append(batch["frame"])
-        cols["index"].append(batch["index"])
-        for key in ("subject", "action", "camera"):
-            cols[key].append(batch[key])
-        cols["pred"].append(common.root_relative(pose))
-        cols["pred_root"].append(pose[:, skeleton.ROOT])
-        cols["confidence"].append(conf)
-        cols["gt"].append(batch["pose3d_rel"])
-        done += len(pose)
-        if len(cols["pred"]) % 20 == 0:
-            rate = done / (time.time() - start)
-            print(f"  predicted {done} frames ({rate:.0f} frames/s)", flush=True)
-    if not cols["pred"]:
+    for _, video in pipeline.read_sequences(src, **_filters(subjects, actions)):
+        for key in meta_keys:
+            meta[key].append(video[key])
+        for name, (_, variables) in networks.items():
+            (_, pose, conf), = predictor.predict_batches(
+                predict, variables, [video], config.predict.batch_size)
+            cols[name]["pred"].append(common.root_relative(pose))
+            cols[name]["pred_root"].append(pose[:, skeleton.ROOT])
+            cols[name]["confidence"].append(conf)
+        done += len(video["frame"])
+        if len(meta["frame"]) % 20 == 0:
+            rate = done * len(networks) / (time.time() - start)
+            print(f"  predicted {done} frames x {len(networks)} networks "
+                  f"({rate:.0f} frames/s)", flush=True)
+    if not meta["frame"]:
         raise ValueError(f"no videos selected for subjects {subjects} / actions {actions}")
-    out = {k: np.concatenate(v) for k, v in cols.items()}
-    _, out["sequence_id"] = np.unique(out["sequence"], return_inverse=True)
-    out["sequence_id"] = out["sequence_id"].astype(np.int32)
-    return out
+    shared = {k: np.concatenate(v) for k, v in meta.items()}
+    shared["frame_index"] = shared.pop("frame")
+    shared["gt"] = shared.pop("pose3d_rel")
+    _, sequence_id = np.unique(shared["sequence"], return_inverse=True)
+    shared["sequence_id"] = sequence_id.astype(np.int32)
+    return {name: {**shared, **{k: np.concatenate(v) for k, v in c.items()}}
+            for name, c in cols.items()}
 
 
 def predict(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
     """Baseline predictions on every frame of the unlabelled videos."""
     src = common.sources(config)["train"]
-    out = _predict_split(config, workdir.require("train3d", MODEL_DIR), src,
-                         config.data.unlabelled_subjects, config.data.unlabelled_actions)
+    out = _predict_split(config, {"baseline": workdir.require("train3d", MODEL_DIR)}, src,
+                         config.data.unlabelled_subjects,
+                         config.data.unlabelled_actions)["baseline"]
     _save_npz(workdir.file("predict", "predictions.npz"), out)
     share = float(np.mean(out["confidence"] > config.complete.tau))
     return {"frames": len(out["pred"]), "videos": int(out["sequence_id"].max()) + 1,
@@ -398,10 +407,8 @@ def finetune(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
 
 
 # -------------------------------------------------------------------------------------- evaluate
-def evaluate_model(config, model_path: str, src) -> tuple[dict, dict[str, np.ndarray]]:
-    """Validation errors of one network: overall / per action / per subject, and predictions."""
-    out = _predict_split(config, model_path, src, config.data.validation_subjects,
-                         config.data.get("validation_actions", ()))
+def validation_errors(out: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Errors of one network's validation predictions: overall, per action, per subject."""
     errors = {name: np.asarray(fn(out["pred"], out["gt"]))
               for name, fn in (("mpjpe", metrics.mpjpe), ("nmpjpe", metrics.nmpjpe),
                                ("pmpjpe", metrics.pmpjpe))}
@@ -412,9 +419,7 @@ def evaluate_model(config, model_path: str, src) -> tuple[dict, dict[str, np.nda
         result[f"per_{group}"] = {
             key: {m: float(e[keys == key].mean()) for m, e in errors.items()}
             for key in sorted(set(keys.tolist()))}
-    preds = {k: out[k] for k in ("subject", "action", "sequence_id", "frame_index", "pred",
-                                 "gt", "confidence")}
-    return result, preds
+    return result
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
@@ -423,10 +428,14 @@ def evaluate(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
     models = {"baseline": workdir.require("train3d", MODEL_DIR)}
     for setting in config.finetune.settings:
         models[setting] = workdir.require("finetune", os.path.join(setting, MODEL_DIR))
+    outputs = _predict_split(config, models, src, config.data.validation_subjects,
+                             config.data.get("validation_actions", ()))
     results = {}
-    for name, path in models.items():
-        results[name], preds = evaluate_model(config, path, src)
-        _save_npz(workdir.file("evaluate", f"predictions_{name}.npz"), preds)
+    for name, out in outputs.items():
+        results[name] = validation_errors(out)
+        _save_npz(workdir.file("evaluate", f"predictions_{name}.npz"),
+                  {k: out[k] for k in ("subject", "action", "sequence_id", "frame_index", "pred",
+                                       "gt", "confidence")})
         o = results[name]["overall"]
         print(f"  {name:>10}: MPJPE {o['mpjpe']:.1f}  NMPJPE {o['nmpjpe']:.1f}  "
               f"PMPJPE {o['pmpjpe']:.1f} mm", flush=True)
