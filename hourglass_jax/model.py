@@ -244,12 +244,16 @@ class VolumetricStack(nn.Module):
 class VolumetricHourglass(nn.Module):
     """Detector2D (`detector`) + VolumetricStack (`lifter`): the paper's 3-stack network.
 
-    __call__(images (B, H, W, 3) in [0, 1], train, train_detector=False) returns a dict:
+    __call__(images (B, H, W, 3) in [0, 1], train, train_detector=False, freeze_batchnorm=False)
+    returns a dict:
       heatmaps2d: (S2, B, h, w, J) float32, the detector's heatmaps;
       volume: (B, J, D, h, w) float32, per-joint volumetric heatmaps (x = w index, y = h index,
         z = depth bin).
     With train_detector=False (the 3D stages) the detector runs with its BatchNorm running averages
     and its outputs are wrapped in stop_gradient: its params and batch_stats cannot change.
+    With freeze_batchnorm=True the lifter also normalises with its running averages and leaves
+    them unchanged while its weights train (fine-tuning: the network then trains exactly the
+    function it is evaluated with, instead of one normalised by small pseudo-labelled batches).
     Variables: {"params": {"detector", "lifter"}, "batch_stats": {"detector", "lifter"}}; the
     "detector" subtrees are exactly a standalone Detector2D's variables.
     """
@@ -260,11 +264,11 @@ class VolumetricHourglass(nn.Module):
         self.detector = Detector2D(self.config)
         self.lifter = VolumetricStack(self.config)
 
-    def __call__(self, images: jax.Array, train: bool,
-                 train_detector: bool = False) -> dict[str, jax.Array]:
+    def __call__(self, images: jax.Array, train: bool, train_detector: bool = False,
+                 freeze_batchnorm: bool = False) -> dict[str, jax.Array]:
         heatmaps, features = self.detector(images, train=train and train_detector)
         if not train_detector:
             heatmaps = jax.lax.stop_gradient(heatmaps)
             features = jax.lax.stop_gradient(features)
-        volume = self.lifter(features, heatmaps[-1], train=train)
+        volume = self.lifter(features, heatmaps[-1], train=train and not freeze_batchnorm)
         return {"heatmaps2d": heatmaps, "volume": volume}
