@@ -93,6 +93,34 @@ def local_softargmax(volume: jax.Array, k: int = DEFAULT_K) -> jax.Array:
     return jnp.where((total > 0)[..., None], coords, fallback)
 
 
+def coordinate_loss(volume: jax.Array, target_voxels: jax.Array, k: int = DEFAULT_K) -> jax.Array:
+    """Mean L1 distance, in voxels, between the local soft-argmax and the target positions.
+
+    An auxiliary term for the supervised 3D stage (integral regression, as Sun et al., ECCV
+    2018, train their soft-argmax): the L2 heatmap loss alone teaches where the peak is, this term
+    teaches the sub-voxel position the local soft-argmax reads off, which is what the metrics and
+    the fine-tuning loss see.
+
+    Args:
+      volume: (B, J, D, h, w) heatmaps.
+      target_voxels: (B, J, 3) (x, y, z) voxel coordinates of the joints (`pose_to_voxels`).
+      k: soft-argmax cube side.
+    Returns:
+      scalar, voxels: mean over the joints inside the volume of |x| + |y| + |z| differences;
+      joints outside the volume (or not finite) do not count; 0 when none is inside.
+    """
+    _check_volume(volume)
+    if target_voxels.shape != volume.shape[:-3] + (3,):
+        raise ValueError(f"target_voxels must be {volume.shape[:-3] + (3,)}, got shape "
+                         f"{target_voxels.shape}")
+    sizes = jnp.asarray(volume.shape[-1:-4:-1], jnp.float32)  # (w, h, D) for (x, y, z)
+    inside = jnp.all(jnp.isfinite(target_voxels) & (target_voxels >= -0.5)
+                     & (target_voxels < sizes - 0.5), axis=-1)
+    diff = jnp.abs(local_softargmax(volume, k) - jnp.where(inside[..., None], target_voxels, 0.0))
+    per_joint = jnp.where(inside, jnp.sum(diff, axis=-1), 0.0)
+    return jnp.sum(per_joint) / jnp.maximum(jnp.sum(inside), 1)
+
+
 def global_softargmax(volume: jax.Array, beta: float = 1.0) -> jax.Array:
     """Global soft-argmax: expected voxel position under softmax(beta * volume).
 

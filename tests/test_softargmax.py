@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hourglass_jax.softargmax import (argmax_voxel, global_softargmax, joint_confidence,
-                                      local_softargmax, reference_cube_mass)
+from hourglass_jax.softargmax import (argmax_voxel, coordinate_loss, global_softargmax,
+                                      joint_confidence, local_softargmax, reference_cube_mass)
 
 D, H, W = 9, 10, 11  # distinct sizes catch axis mix-ups
 
@@ -192,3 +192,25 @@ def test_predict_pose_mm_recovers_pose_through_geometry():
     assert np.all(np.isfinite(g)) and np.all(np.any(g != 0, axis=(2, 3, 4)))
     with pytest.raises(ValueError, match="VolumeSpec"):
         predict_pose_mm(jnp.zeros((2, 16, 4, 8, 8)), intr, center, scale, root[:, 2], spec)
+
+
+def test_coordinate_loss_matches_reference_and_ignores_outside_joints():
+    rng = np.random.default_rng(3)
+    vols = np.stack([_gaussian(rng.uniform([1, 1, 1], [W - 2, H - 2, D - 2]), amp=a)
+                     + 0.05 * rng.random((D, H, W)) for a in (1.0, 0.6, 0.3)])[None]
+    # vols: (1, 3, D, H, W)
+    targets = np.array([[[2.0, 3.0, 4.0], [5.5, 6.25, 1.0], [W + 2.0, 1.0, 1.0]]])  # 3rd outside
+    got = float(coordinate_loss(jnp.asarray(vols, jnp.float32), jnp.asarray(targets, jnp.float32),
+                                k=3))
+    ref = np.mean([np.abs(_ref_local(vols[0, j], 3)[0] - targets[0, j]).sum() for j in (0, 1)])
+    np.testing.assert_allclose(got, ref, rtol=1e-5)
+    # Where every joint is outside, nothing is counted: 0, not NaN.
+    far = np.full((1, 3, 3), 1e4)
+    assert float(coordinate_loss(jnp.asarray(vols, jnp.float32), jnp.asarray(far))) == 0.0
+    # The gradient pulls the soft-argmax towards the target (a descent step lowers the loss).
+    v = jnp.asarray(vols[:, :2], jnp.float32)
+    t = jnp.asarray(targets[:, :2], jnp.float32)
+    g = jax.grad(coordinate_loss)(v, t)
+    assert float(coordinate_loss(v - 0.05 * g, t)) < float(coordinate_loss(v, t))
+    with pytest.raises(ValueError, match="target_voxels"):
+        coordinate_loss(v, t[..., :2])
