@@ -35,8 +35,8 @@ from hourglass_jax.data import pipeline
 from hourglass_jax.losses import finetune_loss
 from hourglass_jax.mesh import make_data_mesh
 from hourglass_jax.model import Detector2D, VolumetricHourglass
-from hourglass_jax.softargmax import predict_pose_mm
-from hourglass_jax.targets import heatmap_loss, heatmaps_from_crop_px, volumes_from_pose
+from hourglass_jax.softargmax import coordinate_loss, predict_pose_mm
+from hourglass_jax.targets import gaussian_volumes, heatmap_loss, heatmaps_from_crop_px
 from hourglass_jax.train import create_train_state, fit, make_optimizer
 
 MODEL_DIR = "model"  # each training stage exports its final network to <stage dir>/model
@@ -137,10 +137,17 @@ def train3d(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
         src, global_batch_size=c.batch_size, seed=config.seed,
         **_filters(config.data.labelled_subjects, config.data.labelled_actions))
 
+    coordinate_weight = float(c.get("coordinate_weight", 0.0))
+
     def loss_fn(outputs, batch):
-        target = volumes_from_pose(batch["pose3d"], batch["intrinsics"], batch["center"],
-                                   batch["scale"], spec)
-        return heatmap_loss(outputs, {"volume": target}), {}
+        voxels = geometry.pose_to_voxels(batch["pose3d"], batch["intrinsics"], batch["center"],
+                                batch["scale"], spec)
+        target = gaussian_volumes(voxels, spec.depth_bins, spec.heatmap_size)
+        heatmap = heatmap_loss(outputs, {"volume": target})
+        if not coordinate_weight:
+            return heatmap, {}
+        coords = coordinate_loss(outputs["volume"], voxels, config.model.softargmax_k)
+        return heatmap + coordinate_weight * coords, {"heatmap": heatmap, "coordinates": coords}
 
     tx = make_optimizer(c.learning_rate, frozen=("detector",))
     init = create_train_state(module, tx, config.seed,
@@ -397,7 +404,8 @@ def finetune(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
                        finetune_loss_fn(spec, config.model.softargmax_k, c.tau,
                                         c.gamma if bones else 0.0),
                        init, pipe, steps=steps, frozen=("detector",),
-                       apply_kwargs={"train_detector": False},
+                       apply_kwargs={"train_detector": False,
+                                     "freeze_batchnorm": bool(c.get("freeze_batchnorm", False))},
                        checkpoint_every=c.checkpoint_every,
                        run_meta={"stage": f"finetune/{setting}", "learning_rate": c.learning_rate,
                                  "batch_size": c.batch_size, "gamma": c.gamma, "tau": c.tau})

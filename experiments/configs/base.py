@@ -49,6 +49,8 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.train3d.steps = 1200
     c.train3d.batch_size = 32
     c.train3d.learning_rate = 2.5e-4
+    # Weight of the soft-argmax coordinate term (voxels, L1) added to the L2 heatmap loss; 0: off.
+    c.train3d.coordinate_weight = 0.0
     c.train3d.checkpoint_every = 250
 
     c.predict = ml_collections.ConfigDict()
@@ -68,6 +70,8 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.finetune.gamma = 0.1
     c.finetune.tau = 0.7
     c.finetune.checkpoint_every = 250
+    # Lifter BatchNorm on its running averages while fine-tuning (train what is evaluated).
+    c.finetune.freeze_batchnorm = False
 
     c.evaluate = ml_collections.ConfigDict()
     c.evaluate.batch_size = 64
