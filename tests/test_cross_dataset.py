@@ -253,7 +253,19 @@ def test_evaluate_reads_the_listed_validation_sequences(cross_run, data_dir, tmp
     assert set(results["baseline"]["per_subject"]) == {"S3"} and "per_scene" not in results["baseline"]
 
 
-def test_bad_selections_fail_clearly(data_dir):
+def test_without_listed_sequences_the_split_is_read_with_its_filters(data_dir):
+    config = _cross_config(data_dir, unlabelled_sequences=(), unlabelled_subjects=("S2",))
+    sel = datasets.selection(config, "unlabelled")
+    assert len(sel.source) == 32 and sel.subjects == ("S2",) and sel.sequences is None
+    assert not isinstance(sel.source, datasets.SequenceSubset)
+    videos = [seq for seq, _ in pipeline.read_sequences(sel.source, subjects=sel.subjects)]
+    assert videos == ["S2/Seq1/1/0", "S2/Seq1/1/4", "S2/Seq2/2/0", "S2/Seq2/2/4"]
+
+
+def test_bad_selections_fail_clearly(data_dir, tmp_path):
+    config = _cross_config(str(tmp_path / "empty"))  # the named dataset is the one looked for
+    with pytest.raises(ValueError, match="mpi_inf_3dhp/small is not prepared"):
+        datasets.selection(config, "unlabelled")
     config = _cross_config(data_dir, unlabelled_sequences=("S2/Seq1/1/4", "S9/Seq1/1/3"))
     with pytest.raises(ValueError, match=r"unknown sequence id\(s\) \['S9/Seq1/1/3'\].*S2/Seq1/1/0"):
         datasets.selection(config, "unlabelled")
