@@ -333,7 +333,8 @@ def table7(results: Mapping[str, Any]) -> dict[str, Any]:
     per_scene = {name: settings[name].get("per_scene") for name in order}
     if not any(isinstance(v, Mapping) and v for v in per_scene.values()):
         raise ValueError("results: no setting has per_scene errors (config evaluate.scenes unset)")
-    scenes = list(per_scene["baseline"] or {})
+    scenes = list(dict.fromkeys(sc for v in per_scene.values() if isinstance(v, Mapping)
+                                for sc in v))
     for name, by_scene in per_scene.items():
         missing = [sc for sc in scenes if not isinstance(by_scene, Mapping) or sc not in by_scene]
         if missing:
@@ -345,7 +346,8 @@ def table7(results: Mapping[str, Any]) -> dict[str, Any]:
         for name in order:
             errs = settings[name]["overall"] if scene == "All" else per_scene[name][scene]
             row = {METRIC_NAMES[m]: float(errs[m]) for m in METRICS}
-            row["MPJPE %"] = 100.0 * (float(errs["mpjpe"]) - float(base["mpjpe"])) / float(base["mpjpe"])
+            change = (float(errs["mpjpe"]) - float(base["mpjpe"])) / float(base["mpjpe"])
+            row["MPJPE %"] = 100.0 * change
             rows[f"{scene} / {SETTING_LABELS.get(name, name)}"] = row
     frames = {sc: int(per_scene["baseline"][sc].get("frames", 0)) for sc in scenes}
     return {"rows": rows, "scenes": scenes + ["All"], "frames": frames}
@@ -616,7 +618,11 @@ def _section_scenes(r: _Report, results: Mapping[str, Any]) -> None:
     settings = _check_results(results)
     if not any(isinstance(s, Mapping) and s.get("per_scene") for s in settings.values()):
         return  # a protocol without scenes: nothing to say
-    t7 = table7(results)
+    try:
+        t7 = table7(results)
+    except ValueError as e:
+        r.omit(f"Table 7 omitted: {e}")
+        return
     r.json["table7"] = t7
     r.add("## Table 7 analogue: validation errors per scene", "",
           metrics.markdown_table(t7["rows"], "scene / setting", precision=1),

@@ -101,7 +101,8 @@ def data_dir(tmp_path_factory) -> str:
                            test_sequences=tuple(TEST_VALID))
     out = str(tmp_path_factory.mktemp("tfds"))
     m3.prepare(root, cfg, out)
-    os.rename(os.path.join(out, "mpi_inf_3dhp", "fixture"), os.path.join(out, "mpi_inf_3dhp", "small"))
+    os.rename(os.path.join(out, "mpi_inf_3dhp", "fixture"),
+              os.path.join(out, "mpi_inf_3dhp", "small"))
     return out
 
 
@@ -250,7 +251,8 @@ def test_evaluate_reads_the_listed_validation_sequences(cross_run, data_dir, tmp
     recs = [r for r in _records(data_dir, "train") if _text(r["sequence"]) in VALIDATION]
     assert sorted(out["frame_index"].tolist()) == sorted(int(r["frame"]) for r in recs)
     results = json.load(open(os.path.join(path, "evaluate", "results.json")))["settings"]
-    assert set(results["baseline"]["per_subject"]) == {"S3"} and "per_scene" not in results["baseline"]
+    assert set(results["baseline"]["per_subject"]) == {"S3"}
+    assert "per_scene" not in results["baseline"]  # no scenes in this protocol
 
 
 def test_without_listed_sequences_the_split_is_read_with_its_filters(data_dir):
@@ -267,7 +269,8 @@ def test_bad_selections_fail_clearly(data_dir, tmp_path):
     with pytest.raises(ValueError, match="mpi_inf_3dhp/small is not prepared"):
         datasets.selection(config, "unlabelled")
     config = _cross_config(data_dir, unlabelled_sequences=("S2/Seq1/1/4", "S9/Seq1/1/3"))
-    with pytest.raises(ValueError, match=r"unknown sequence id\(s\) \['S9/Seq1/1/3'\].*S2/Seq1/1/0"):
+    with pytest.raises(ValueError,
+                       match=r"unknown sequence id\(s\) \['S9/Seq1/1/3'\].*S2/Seq1/1/0"):
         datasets.selection(config, "unlabelled")
     config = _cross_config(data_dir, unlabelled_dataset="mpi_inf_4dhp")
     with pytest.raises(ValueError, match="unknown dataset 'mpi_inf_4dhp'"):
@@ -286,11 +289,13 @@ def test_bad_selections_fail_clearly(data_dir, tmp_path):
     with pytest.raises(ValueError, match="unlabelled_sequences must be a tuple.*string"):
         stages.check_supported(config)
     config = _cross_config(data_dir, unlabelled_sequences=UNLABELLED + UNLABELLED[:1])
-    with pytest.raises(ValueError, match="unlabelled_sequences lists .*S2/Seq1/1/4.* more than once"):
+    with pytest.raises(ValueError,
+                       match="unlabelled_sequences lists .*S2/Seq1/1/4.* more than once"):
         stages.check_supported(config)
     config = _cross_config(data_dir, validation_subjects=("TS1",))
     config.evaluate.scenes = ml_collections.ConfigDict({"outdoor": ("TS5",)})
-    with pytest.raises(ValueError, match=r"scenes\['outdoor'\] names \['TS5'\].*validation_subjects"):
+    with pytest.raises(ValueError,
+                       match=r"scenes\['outdoor'\] names \['TS5'\].*validation_subjects"):
         stages.check_supported(config)
     config.evaluate.scenes = ml_collections.ConfigDict({"outdoor": ()})
     with pytest.raises(ValueError, match=r"scenes\['outdoor'\] must be a non-empty tuple"):
@@ -327,3 +332,33 @@ def test_sequence_subset_lists_metadata_without_reading_records():
     assert [int(r["image"][0, 0, 0]) for r in sub.__getitems__([2, 0])] == [5, 1]
     with pytest.raises(IndexError):
         sub[3]
+
+
+def test_table7_rows_by_scene_and_setting():
+    def errs(mpjpe, frames=None):
+        return {"mpjpe": mpjpe, "nmpjpe": mpjpe - 10.0, "pmpjpe": mpjpe - 20.0,
+                **({"frames": frames} if frames else {})}
+
+    results = {"settings": {
+        "baseline": {"overall": errs(150.0), "per_scene": {"gs": errs(120.0, 2),
+                                                           "outdoor": errs(200.0, 1)}},
+        "bone": {"overall": errs(135.0), "per_scene": {"gs": errs(108.0, 2),
+                                                       "outdoor": errs(190.0, 1)}}}}
+    t = report.table7(results)
+    assert t["scenes"] == ["gs", "outdoor", "All"] and t["frames"] == {"gs": 2, "outdoor": 1}
+    full = "gs / + bone consistency (full method)"
+    assert t["rows"][full] == {"MPJPE": 108.0, "NMPJPE": 98.0, "PMPJPE": 88.0,
+                               "MPJPE %": pytest.approx(-10.0)}
+    assert t["rows"]["outdoor / baseline"]["MPJPE %"] == 0.0
+    assert t["rows"]["All / + bone consistency (full method)"]["MPJPE"] == 135.0
+    del results["settings"]["bone"]["per_scene"]["outdoor"]
+    with pytest.raises(ValueError, match=r"setting 'bone' has no per_scene errors for \['outdoor'\]"):
+        report.table7(results)
+    del results["settings"]["baseline"]["per_scene"]
+    with pytest.raises(ValueError, match=r"setting 'baseline' has no per_scene errors for \['gs'\]"):
+        report.table7(results)
+    results["settings"]["baseline"]["per_scene"] = {}
+    for s in results["settings"].values():
+        del s["per_scene"]
+    with pytest.raises(ValueError, match="no setting has per_scene errors"):
+        report.table7(results)
