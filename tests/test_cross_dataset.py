@@ -11,6 +11,8 @@ in the dataset's formats (a few frames per video), while the protocol's own data
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 
@@ -155,7 +157,11 @@ def cross_run(data_dir, tmp_path_factory):
     config.evaluate.scenes = ml_collections.ConfigDict(SCENES)
     path = str(tmp_path_factory.mktemp("cross"))
     _workdir_with_baseline(path, config)
-    main.run(config, path, "predict,complete,finetune,evaluate,report")
+    log = io.StringIO()
+    with contextlib.redirect_stdout(log):  # the stages' progress lines, for the checks below
+        main.run(config, path, "predict,complete,finetune,evaluate,report")
+    with open(os.path.join(path, "stages.log"), "w") as f:
+        f.write(log.getvalue())
     return path
 
 
@@ -174,8 +180,11 @@ def test_only_the_listed_videos_are_predicted_and_completed(cross_run, data_dir)
     want = {(_text(r["sequence"]), int(r["frame"])): r["pose3d"] - r["pose3d"][6] for r in recs}
     for seq, frame, gt in zip(out["sequence"], out["frame_index"], out["gt"]):
         np.testing.assert_allclose(gt, want[(str(seq), int(frame))], atol=1e-3)
-    info = json.load(open(os.path.join(cross_run, "finetune", "DONE.json")))
-    assert info["settings"] == ["bone"]
+    stats = json.load(open(os.path.join(cross_run, "complete", "solver_stats.json")))
+    assert stats["videos"] == 2 and stats["frames"] == 8
+    # Fine-tuning read the same 8 frames (a frame without a pseudo-label would be a KeyError).
+    log = open(os.path.join(cross_run, "stages.log")).read()
+    assert "finetune/bone: 2 steps on 8 pseudo-labelled frames" in log
 
 
 def test_finetune_trains_on_the_listed_videos_only(cross_run, data_dir, tmp_path):
