@@ -9,9 +9,10 @@ with the mean and spread over seeds and the Figure 5 analogue (error against lab
 Analogues of the paper (Sec. 4.2-4.3): Table 1 (predictions vs optimisations on the unlabelled
 videos, all joints and joints with confidence > tau), Table 3 (baseline and the loss settings, three
 metrics), Table 4 (per action), Table 5/6 (action-wise protocols: the unlabelled actions), Fig. 3
-(ground truth / prediction / optimisation), Fig. 4 (validation before/after fine-tuning), Fig. 5, and
-training curves. Inputs are the formats the stages write (experiments/stages.py); all poses are
-(N, 16, 3) float32 mm, camera frame, root-relative.
+(ground truth / prediction / optimisation), Fig. 4 (validation before/after fine-tuning), Fig. 5,
+training curves, and Table 7 (per scene) when the protocol names scenes. Inputs are the formats the
+stages write (experiments/stages.py); all poses are (N, 16, 3) float32 mm, camera frame,
+root-relative.
 """
 from __future__ import annotations
 
@@ -314,6 +315,44 @@ def table5(predictions: Mapping[str, Mapping[str, np.ndarray]], actions: Sequenc
     return {"rows": rows, "frames": frames}
 
 
+def table7(results: Mapping[str, Any]) -> dict[str, Any]:
+    """Table 7 analogue: validation errors per scene (MPI-INF-3DHP: studio with green screen,
+    studio without, outdoor), for the baseline and each fine-tuned network.
+
+    Args:
+      results: the content of evaluate/results.json with "per_scene" entries ({scene: {"mpjpe",
+        "nmpjpe", "pmpjpe": mm, "frames": int}}), written when the config sets evaluate.scenes.
+    Returns:
+      {"rows": {"<scene> / <setting label>": {"MPJPE", "NMPJPE", "PMPJPE" (mm), "MPJPE %"
+      (change against the baseline in that scene)}}, "scenes": [scene names, then "All"],
+      "frames": {scene: validation frames}}. The "All" rows are the overall errors.
+    Raises ValueError if no setting has per-scene errors, or a setting lacks a scene.
+    """
+    settings = _check_results(results)
+    order = _ordered_settings(settings)
+    per_scene = {name: settings[name].get("per_scene") for name in order}
+    if not any(isinstance(v, Mapping) and v for v in per_scene.values()):
+        raise ValueError("results: no setting has per_scene errors (config evaluate.scenes unset)")
+    scenes = list(dict.fromkeys(sc for v in per_scene.values() if isinstance(v, Mapping)
+                                for sc in v))
+    for name, by_scene in per_scene.items():
+        missing = [sc for sc in scenes if not isinstance(by_scene, Mapping) or sc not in by_scene]
+        if missing:
+            raise ValueError(f"results: setting {name!r} has no per_scene errors for {missing}")
+    rows: dict[str, dict[str, float]] = {}
+    for scene in scenes + ["All"]:
+        base = (settings["baseline"]["overall"] if scene == "All"
+                else per_scene["baseline"][scene])
+        for name in order:
+            errs = settings[name]["overall"] if scene == "All" else per_scene[name][scene]
+            row = {METRIC_NAMES[m]: float(errs[m]) for m in METRICS}
+            change = (float(errs["mpjpe"]) - float(base["mpjpe"])) / float(base["mpjpe"])
+            row["MPJPE %"] = 100.0 * change
+            rows[f"{scene} / {SETTING_LABELS.get(name, name)}"] = row
+    frames = {sc: int(per_scene["baseline"][sc].get("frames", 0)) for sc in scenes}
+    return {"rows": rows, "scenes": scenes + ["All"], "frames": frames}
+
+
 def _format_table4(t4: Mapping[str, Any]) -> str:
     """Markdown with the best setting of each row in bold, as the paper marks it."""
     cells = {a: {s: (f"**{v:.1f}**" if t4["best"].get(a) == s else f"{v:.1f}") for s, v in r.items()}
@@ -574,6 +613,23 @@ def _section_finetuning(r: _Report, results: Mapping[str, Any]) -> None:
     r.add("Validation MPJPE per subject (not in the paper):", "", _format_table4(ts), "")
 
 
+def _section_scenes(r: _Report, results: Mapping[str, Any]) -> None:
+    """Table 7 (per-scene errors), when evaluate wrote them (config evaluate.scenes)."""
+    settings = _check_results(results)
+    if not any(isinstance(s, Mapping) and s.get("per_scene") for s in settings.values()):
+        return  # a protocol without scenes: nothing to say
+    try:
+        t7 = table7(results)
+    except ValueError as e:
+        r.omit(f"Table 7 omitted: {e}")
+        return
+    r.json["table7"] = t7
+    r.add("## Table 7 analogue: validation errors per scene", "",
+          metrics.markdown_table(t7["rows"], "scene / setting", precision=1),
+          "Errors in mm; \"MPJPE %\": change against the baseline in the same scene. Frames per "
+          "scene: " + ", ".join(f"{k} {v}" for k, v in t7["frames"].items()) + ".", "")
+
+
 def _section_validation_poses(r: _Report, settings: Mapping[str, Any]) -> None:
     """Table 5/6 (action-wise protocols) and Fig. 4, from evaluate/predictions_<setting>.npz."""
     preds: dict[str, dict[str, np.ndarray]] = {}
@@ -648,6 +704,7 @@ def write_report(workdir: str) -> str:
     _section_header(r)
     _section_optimisation(r)
     _section_finetuning(r, results)
+    _section_scenes(r, results)
     _section_validation_poses(r, settings)
     _section_curves(r)
     if r.notes:

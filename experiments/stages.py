@@ -28,7 +28,7 @@ import ml_collections
 import numpy as np
 
 import completion
-from experiments import common
+from experiments import common, datasets
 from experiments.workdir import Workdir
 from hourglass_jax import export, geometry, metrics, predictor, skeleton
 from hourglass_jax.data import pipeline
@@ -68,22 +68,10 @@ def _variables(state) -> dict[str, Any]:
     return jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
 
 
-# Config fields of the cross-dataset and per-scene protocols that these stages do not read yet:
-# running such a protocol would silently train or evaluate on the wrong data, so it stops.
-UNSUPPORTED_FIELDS = ("data.unlabelled_dataset", "data.unlabelled_sequences",
-                      "data.validation_dataset", "data.validation_sequences", "evaluate.scenes")
-
-
 def check_supported(config: ml_collections.ConfigDict) -> None:
-    """ValueError naming the config fields that the stages cannot honour yet."""
-    present = []
-    for field in UNSUPPORTED_FIELDS:
-        group, name = field.split(".")
-        if name in config.get(group, {}) and config[group][name]:
-            present.append(field)
-    if present:
-        raise ValueError(f"protocol {config.protocol!r} sets {', '.join(present)}, which the "
-                         "stages do not support yet (cross-dataset videos and per-scene tables)")
+    """ValueError naming a malformed cross-dataset, sequence or scene field (see
+    experiments/datasets.py, which reads them)."""
+    datasets.check_config(config)
 
 
 # ------------------------------------------------------------------------------------ pretrain2d
@@ -208,10 +196,9 @@ def _predict_split(config, model_paths: dict[str, str], src, subjects, actions
 
 def predict(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
     """Baseline predictions on every frame of the unlabelled videos."""
-    src = common.sources(config)["train"]
-    out = _predict_split(config, {"baseline": workdir.require("train3d", MODEL_DIR)}, src,
-                         config.data.unlabelled_subjects,
-                         config.data.unlabelled_actions)["baseline"]
+    sel = datasets.selection(config, "unlabelled")
+    out = _predict_split(config, {"baseline": workdir.require("train3d", MODEL_DIR)}, sel.source,
+                         sel.subjects, sel.actions)["baseline"]
     _save_npz(workdir.file("predict", "predictions.npz"), out)
     share = float(np.mean(out["confidence"] > config.complete.tau))
     return {"frames": len(out["pred"]), "videos": int(out["sequence_id"].max()) + 1,
@@ -377,7 +364,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
         raise ValueError(f"unknown finetune setting(s) {unknown}; valid: {', '.join(SETTINGS)}")
     labels = _load_npz(workdir.require("complete", "pseudo_labels.npz"))
     baseline = workdir.require("train3d", MODEL_DIR)
-    src = common.sources(config)["train"]
+    sel = datasets.selection(config, "unlabelled")
     info = {}
     for setting in c.settings:
         stage_dir = os.path.join(workdir.stage_dir("finetune"), setting)
@@ -389,9 +376,9 @@ def finetune(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
         module, cfg, variables = export.load_model(baseline)
         spec = predictor.volume_spec(cfg)
         pipe = pipeline.TrainPipeline(
-            src, global_batch_size=c.batch_size, seed=config.seed + 1,
+            sel.source, global_batch_size=c.batch_size, seed=config.seed + 1,
             relabel=PseudoLabels(labels, target, weighted),
-            **_filters(config.data.unlabelled_subjects, config.data.unlabelled_actions))
+            **_filters(sel.subjects, sel.actions))
         steps = finetune_steps(config, len(pipe.indices))
         tx = make_optimizer(c.learning_rate, frozen=("detector",))
         init = create_train_state(module, tx, config.seed,
@@ -432,15 +419,17 @@ def validation_errors(out: dict[str, np.ndarray]) -> dict[str, Any]:
 
 def evaluate(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
     """MPJPE, NMPJPE, PMPJPE of the baseline and every fine-tuned network on validation."""
-    src = common.sources(config)["validation"]
+    sel = datasets.selection(config, "validation")
     models = {"baseline": workdir.require("train3d", MODEL_DIR)}
     for setting in config.finetune.settings:
         models[setting] = workdir.require("finetune", os.path.join(setting, MODEL_DIR))
-    outputs = _predict_split(config, models, src, config.data.validation_subjects,
-                             config.data.get("validation_actions", ()))
+    outputs = _predict_split(config, models, sel.source, sel.subjects, sel.actions)
+    scenes = datasets.scenes(config)
     results = {}
     for name, out in outputs.items():
         results[name] = validation_errors(out)
+        if scenes:  # paper Table 7: errors per scene of the validation subjects
+            results[name]["per_scene"] = datasets.scene_errors(out, scenes)
         _save_npz(workdir.file("evaluate", f"predictions_{name}.npz"),
                   {k: out[k] for k in ("subject", "action", "sequence_id", "frame_index", "pred",
                                        "gt", "confidence")})
