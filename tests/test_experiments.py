@@ -144,9 +144,11 @@ def test_paper_scale_protocols_stop_with_a_clear_message(tmp_path):
     assert config.finetune.steps == 0 and config.finetune.epochs == 2.0  # paper: 2 epochs
     with pytest.raises(ValueError, match="mpii/full is not prepared.*manual download"):
         main.run(config, str(tmp_path / "w"), "pretrain2d")
+    # The cross-dataset protocol reads its unlabelled videos from MPI-INF-3DHP: predict names it.
     cross = configs.get_protocol_config("mpi3dhp_cross_h36m")
-    with pytest.raises(ValueError, match="data.unlabelled_dataset.*not support"):
-        main.run(cross, str(tmp_path / "w2"), "all")
+    cross.data.data_dir = str(tmp_path / "tfds")
+    with pytest.raises(ValueError, match="mpi_inf_3dhp/full is not prepared"):
+        main.run(cross, str(tmp_path / "w2"), "predict")
 
 
 def test_action_wise_protocols_partition_the_actions():
