@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
 import completion
 from experiments import common, datasets
@@ -54,10 +55,22 @@ def _mesh_for(batch_size: int):
     return make_data_mesh(n)
 
 
+def _optimizer(stage: ml_collections.ConfigDict, steps: int, frozen=()):
+    """RMSprop at the stage's learning rate, constant or (`lr_schedule="cosine"`) decayed along a
+    half cosine to 1% of it at the last step."""
+    schedule = stage.get("lr_schedule", "constant")
+    if schedule == "constant":
+        return make_optimizer(stage.learning_rate, frozen=frozen)
+    if schedule == "cosine":
+        return make_optimizer(optax.cosine_decay_schedule(stage.learning_rate, max(steps, 1),
+                                                          alpha=0.01), frozen=frozen)
+    raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {schedule!r}")
+
+
 def _train(config, stage_dir: str, module, loss_fn, init_state, pipe, *, steps: int,
-           frozen=(), apply_kwargs=None, checkpoint_every: int, run_meta: dict):
+           tx, frozen=(), apply_kwargs=None, checkpoint_every: int, run_meta: dict):
     batch_size = pipe.global_batch_size
-    return fit(module, loss_fn, make_optimizer(run_meta["learning_rate"], frozen=frozen),
+    return fit(module, loss_fn, tx,
                init_state, lambda s: common.device_batch(pipe.batch_at(s)),
                workdir=stage_dir, total_steps=steps, mesh=_mesh_for(batch_size), frozen=frozen,
                apply_kwargs=apply_kwargs, checkpoint_every=checkpoint_every,
@@ -100,13 +113,14 @@ def pretrain2d(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
         target = heatmaps_from_crop_px(batch["pose2d"], spec)
         return heatmap_loss({"heatmaps2d": heatmaps}, {"heatmaps2d": target}), {}
 
-    tx = make_optimizer(c.learning_rate)
+    tx = _optimizer(c, c.steps)
     init = create_train_state(module, tx, config.seed, jnp.zeros((1, cfg.input_size,
                                                                   cfg.input_size, 3)),
                               train=False)
     state = _train(config, workdir.stage_dir("pretrain2d"), module, loss_fn, init, pipe,
-                   steps=c.steps, checkpoint_every=c.checkpoint_every,
+                   steps=c.steps, tx=tx, checkpoint_every=c.checkpoint_every,
                    run_meta={"stage": "pretrain2d", "learning_rate": c.learning_rate,
+                             "lr_schedule": c.get("lr_schedule", "constant"),
                              "batch_size": c.batch_size})
     export.save_model(workdir.file("pretrain2d", MODEL_DIR), "detector2d", cfg, _variables(state))
     return {"steps": c.steps, "frames": len(pipe.indices)}
@@ -137,16 +151,18 @@ def train3d(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
         coords = coordinate_loss(outputs["volume"], voxels, config.model.softargmax_k)
         return heatmap + coordinate_weight * coords, {"heatmap": heatmap, "coordinates": coords}
 
-    tx = make_optimizer(c.learning_rate, frozen=("detector",))
+    tx = _optimizer(c, c.steps, frozen=("detector",))
     init = create_train_state(module, tx, config.seed,
                               jnp.zeros((1, cfg.input_size, cfg.input_size, 3)), train=False)
     init = init.replace(
         params={**init.params, "detector": common.to_jnp(detector_vars["params"])},
         batch_stats={**init.batch_stats, "detector": common.to_jnp(detector_vars["batch_stats"])})
     state = _train(config, workdir.stage_dir("train3d"), module, loss_fn, init, pipe,
-                   steps=c.steps, frozen=("detector",), apply_kwargs={"train_detector": False},
+                   steps=c.steps, tx=tx, frozen=("detector",),
+                   apply_kwargs={"train_detector": False},
                    checkpoint_every=c.checkpoint_every,
                    run_meta={"stage": "train3d", "learning_rate": c.learning_rate,
+                             "lr_schedule": c.get("lr_schedule", "constant"),
                              "batch_size": c.batch_size})
     export.save_model(workdir.file("train3d", MODEL_DIR), "volumetric", cfg, _variables(state))
     return {"steps": c.steps, "labelled_frames": len(pipe.indices)}
@@ -380,7 +396,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
             relabel=PseudoLabels(labels, target, weighted),
             **_filters(sel.subjects, sel.actions))
         steps = finetune_steps(config, len(pipe.indices))
-        tx = make_optimizer(c.learning_rate, frozen=("detector",))
+        tx = _optimizer(c, steps, frozen=("detector",))
         init = create_train_state(module, tx, config.seed,
                                   jnp.zeros((1, cfg.input_size, cfg.input_size, 3)), train=False)
         init = init.replace(params=common.to_jnp(variables["params"]),
@@ -390,7 +406,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
         state = _train(config, stage_dir, module,
                        finetune_loss_fn(spec, config.model.softargmax_k, c.tau,
                                         c.gamma if bones else 0.0),
-                       init, pipe, steps=steps, frozen=("detector",),
+                       init, pipe, steps=steps, tx=tx, frozen=("detector",),
                        apply_kwargs={"train_detector": False,
                                      "freeze_batchnorm": bool(c.get("freeze_batchnorm", False))},
                        checkpoint_every=c.checkpoint_every,

@@ -160,3 +160,32 @@ def test_action_wise_protocols_partition_the_actions():
         assert len(unlabelled) == n_unlabelled
         assert set(c.data.labelled_subjects) == set(c.data.unlabelled_subjects) == {
             "S1", "S5", "S6", "S7", "S8"}
+
+
+def test_stage_optimizer_schedules():
+    import jax.numpy as jnp
+    import ml_collections
+    stage = ml_collections.ConfigDict({"learning_rate": 1e-3, "lr_schedule": "cosine"})
+    params = {"w": jnp.ones(3)}
+    grads = {"w": jnp.ones(3)}
+
+    def step_size(tx, steps_done):
+        # RMSprop's first update on a unit gradient is lr / sqrt(0.01) (v = 0.01 g^2): read the
+        # learning rate off the update after `steps_done` zero-gradient steps.
+        state = tx.init(params)
+        for _ in range(steps_done):
+            _, state = tx.update({"w": jnp.zeros(3)}, state, params)
+        update, _ = tx.update(grads, state, params)
+        return -float(update["w"][0])
+
+    cosine = stages._optimizer(stage, steps=100)
+    first, last = step_size(cosine, 0), step_size(cosine, 100)
+    np.testing.assert_allclose(first, 1e-3 / np.sqrt(0.01), rtol=1e-4)
+    # Zero gradients leave v at 0, so the ratio of the two updates is the ratio of the rates.
+    np.testing.assert_allclose(last / first, 0.01, rtol=1e-3)  # cosine ends at 1% of the peak
+    constant = stages._optimizer(ml_collections.ConfigDict(
+        {"learning_rate": 1e-3, "lr_schedule": "constant"}), steps=100)
+    np.testing.assert_allclose(step_size(constant, 100), first, rtol=1e-4)
+    stage.lr_schedule = "linear"
+    with pytest.raises(ValueError, match="lr_schedule"):
+        stages._optimizer(stage, steps=100)

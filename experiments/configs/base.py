@@ -44,6 +44,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.pretrain2d.batch_size = 32
     c.pretrain2d.learning_rate = 2.5e-4
     c.pretrain2d.checkpoint_every = 250
+    c.pretrain2d.lr_schedule = "constant"  # or "cosine": half-cosine decay to 1% at the last step
 
     c.train3d = ml_collections.ConfigDict()
     c.train3d.steps = 1200
@@ -52,6 +53,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     # Weight of the soft-argmax coordinate term (voxels, L1) added to the L2 heatmap loss; 0: off.
     c.train3d.coordinate_weight = 0.0
     c.train3d.checkpoint_every = 250
+    c.train3d.lr_schedule = "constant"  # or "cosine": half-cosine decay to 1% at the last step
 
     c.predict = ml_collections.ConfigDict()
     c.predict.batch_size = 64
@@ -70,6 +72,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.finetune.gamma = 0.1
     c.finetune.tau = 0.7
     c.finetune.checkpoint_every = 250
+    c.finetune.lr_schedule = "constant"  # or "cosine": half-cosine decay to 1% at the last step
     # Lifter BatchNorm on its running averages while fine-tuning (train what is evaluated).
     c.finetune.freeze_batchnorm = False
 
