@@ -40,37 +40,46 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.model.softargmax_k = 3
 
     c.pretrain2d = ml_collections.ConfigDict()
-    c.pretrain2d.steps = 600
+    # CPU schedules, measured on the embedded `small` set (2-core CPU): the detector underfits
+    # (its 2D error on its own training frames equals that on validation), so a higher rate with
+    # a cosine decay: validation 2D error 2.50 -> 2.36 heatmap px, PCK@1px 0.39 -> 0.46 against
+    # 600 constant steps at Newell's 2.5e-4.
+    c.pretrain2d.steps = 1000
     c.pretrain2d.batch_size = 32
-    c.pretrain2d.learning_rate = 2.5e-4
+    c.pretrain2d.learning_rate = 1e-3
     c.pretrain2d.checkpoint_every = 250
-    c.pretrain2d.lr_schedule = "constant"  # or "cosine": half-cosine decay to 1% at the last step
+    c.pretrain2d.lr_schedule = "cosine"  # half-cosine decay to 1% at the last step, or "constant"
 
     c.train3d = ml_collections.ConfigDict()
     c.train3d.steps = 1200
     c.train3d.batch_size = 32
-    c.train3d.learning_rate = 2.5e-4
-    # Weight of the soft-argmax coordinate term (voxels, L1) added to the L2 heatmap loss; 0: off.
-    c.train3d.coordinate_weight = 0.0
+    c.train3d.learning_rate = 1e-3
+    # Weight of the soft-argmax coordinate term (voxels, L1) added to the L2 heatmap loss; 0: off
+    # (the paper's L2 only). With it, the rate and the decay above, the baseline's validation
+    # MPJPE went 325.6 -> 291.7 mm (seed 0).
+    c.train3d.coordinate_weight = 1e-3
     c.train3d.checkpoint_every = 250
-    c.train3d.lr_schedule = "constant"  # or "cosine": half-cosine decay to 1% at the last step
+    c.train3d.lr_schedule = "cosine"
 
     c.predict = ml_collections.ConfigDict()
     c.predict.batch_size = 64
 
     c.complete = ml_collections.ConfigDict()
-    c.complete.tau = 0.7
+    # The paper sets tau per dataset so that most predictions count as confident: 0.7 on H36M
+    # (86.4% above), 0.5 on 3DHP (81.0% above). The small CPU network's heatmaps peak lower:
+    # 0.7 leaves only 12% of its joints confident, 0.16 leaves 86%, the paper's share.
+    c.complete.tau = 0.16
     c.complete.max_window = 256
     c.complete.max_iters = 150  # real predictions converge slowly; 150 costs ~40 s for 475 videos on 2 cores
 
     c.finetune = ml_collections.ConfigDict()
     c.finetune.settings = LOSS_SETTINGS
     c.finetune.epochs = 2.0
-    c.finetune.steps = 300  # 0: derived from `epochs` over the unlabelled frames
+    c.finetune.steps = 200  # 0: derived from `epochs` over the unlabelled frames
     c.finetune.batch_size = 32
     c.finetune.learning_rate = 2.5e-5
     c.finetune.gamma = 0.1
-    c.finetune.tau = 0.7
+    c.finetune.tau = 0.16  # Eq. 4's threshold: the completion's tau
     c.finetune.checkpoint_every = 250
     c.finetune.lr_schedule = "constant"  # or "cosine": half-cosine decay to 1% at the last step
     # Lifter BatchNorm on its running averages while fine-tuning (train what is evaluated).
