@@ -14,7 +14,9 @@ one iteration updates, in this order (each the exact minimiser with the others f
     X  = argmin over the unobserved entries (observed ones held at S) of
          tr(X M X^T)/2 - tr(R X^T),  M = 2 lambda_d D D^T + mu (I-B)(I-B)^T + mu I,
          R = mu X# - Y3 + (mu E - Y1)(I - B)^T: per row, an SPD solve on its unobserved
-         frames (Cholesky; one factor per joint when the mask is per joint)
+         frames (Cholesky; one factor per joint when the mask is per joint; the unobserved
+         frames are gathered into a static number of slots, so the factor is about
+         0.3 F square for 30% hidden, not F x F)
     Y1 += mu (X - XB - E); Y2 += mu (B - C); Y3 += mu (X - X#); mu = min(rho mu, mu_max)
 
 and stops early when the three relative primal residuals are all below `tol`:

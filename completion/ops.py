@@ -58,12 +58,6 @@ def svt(a: jax.Array, tau: jax.Array | float, method: str = "eigh") -> tuple[jax
     return (a @ q * gain) @ q.T, nuclear  # V = q: SVT(a) = a V diag(gain) V^T
 
 
-def nuclear_norm(a: jax.Array) -> jax.Array:
-    """Sum of singular values of a (m, n) matrix, through the smaller Gram matrix."""
-    _, _, sv = _gram_factors(a, 0.0)
-    return jnp.sum(sv)
-
-
 def path_laplacian(valid: jax.Array, dtype=jnp.float32) -> jax.Array:
     """D D^T for the temporal difference operator D in R^{F x (F-1)} of Eq. 1.
 
@@ -202,10 +196,11 @@ def constrained_spd_solve_right(rhs: jax.Array, m: jax.Array, free: jax.Array,
     mg = jnp.where(ok2, m[idx[:, :, None], idx[:, None, :]], eye)  # (G, size, size)
     b = (rhs - fixed @ m).reshape(g, k, f)
     b = jnp.where(ok[:, None, :], jnp.take_along_axis(b, idx[:, None, :], axis=2), 0.0)
-    chol = jnp.linalg.cholesky(mg)
-    y = jax.scipy.linalg.solve_triangular(chol, jnp.swapaxes(b, 1, 2), lower=True)
-    x = jnp.swapaxes(jax.scipy.linalg.solve_triangular(jnp.swapaxes(chol, 1, 2), y, lower=False),
-                     1, 2)  # (G, k, size)
+    # mg is symmetric by construction: potrf reads its lower triangle, no symmetrising pass.
+    chol = lax.linalg.cholesky(mg, symmetrize_input=False)  # mg = L L^T
+    # Rows x with x L L^T = b, solved from the right: no transposed copies of b or L.
+    y = lax.linalg.triangular_solve(chol, b, left_side=False, lower=True, transpose_a=True)
+    x = lax.linalg.triangular_solve(chol, y, left_side=False, lower=True)  # (G, k, size)
     x = jnp.where(index.overflow[:, None, None], jnp.nan, x)
     out = jax.vmap(lambda o, t, v: o.at[:, t].set(v, mode="drop"))(
         fixed.reshape(g, k, f), index.target, x)
