@@ -14,9 +14,11 @@ iterations.
 Each case has the wall-clock time (`*_s`, its ratio `ratio`) and the process CPU time over all
 threads (`*_cpu_s`, `cpu_ratio`). The machine's load average before and after is recorded: on
 a shared machine wall times (of the multi-threaded BLAS under the reference most) depend on it.
-`--threads 1` pins both sides to one thread (OpenBLAS/OpenMP, XLA's Eigen pool) before NumPy
-and JAX are imported: then wall and CPU times agree, and the ratio compares the algorithms
-rather than how each side copes with cores taken by other processes.
+`--threads 1` sets one BLAS/OpenMP thread and turns XLA's multi-threaded Eigen off before
+NumPy and JAX are imported (XLA may still run independent ops side by side: compare the CPU
+times). On a machine shared with other jobs this is the stable measurement: with the default
+thread pools both sides were measured from normal to 100x slower from one run to the next
+(threads spinning for cores other processes hold).
 """
 from __future__ import annotations
 
