@@ -138,10 +138,10 @@ def fill_linear(values: jax.Array, known: jax.Array, valid: jax.Array) -> jax.Ar
 class FreeIndex(NamedTuple):
     """Where each row group's free (unobserved) frames are, packed into `size` slots."""
 
-    idx: jax.Array       # (G, size) int32 frame of each slot: the free frames ascending, then others
-    ok: jax.Array        # (G, size) bool, slot holds a free frame
-    target: jax.Array    # (G, size) int32 frame to write the slot's solution to; F (dropped) if not ok
-    overflow: jax.Array  # (G,) bool, the group has more free frames than slots (result is NaN)
+    idx: jax.Array       # (G, size) int32 frame per slot: the free frames ascending, then others
+    ok: jax.Array        # (G, size) bool, the slot holds a free frame
+    target: jax.Array    # (G, size) int32 frame the slot's solution goes to; F (dropped) if not ok
+    overflow: jax.Array  # (G,) bool, more free frames than slots (that group's result is NaN)
 
 
 def free_index(free: jax.Array, size: int | None = None) -> FreeIndex:
