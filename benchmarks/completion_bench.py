@@ -1,13 +1,24 @@
 """Speed of the jitted Eq. 1 solver against the NumPy reference, same dtype and iteration count.
 
     python benchmarks/completion_bench.py [--iters 10] [--batch-iters 5] [--ref-windows 8]
+                                          [--threads 1] [--sizes 100,300,1000] [--no-batch]
 
 Prints one JSON object: for F in {100, 300, 1000} one sequence, and a batch of 64 windows of
-256 frames (vmapped, one call), the wall time of the JAX solver (compiled beforehand, best of
---repeats) and of `completion.reference` (float32 like JAX; for the batch, a loop over
---ref-windows windows scaled to 64: stated in the output), frames/s at that iteration count
-and extrapolated to 300 iterations, and the ratio reference / JAX. Stop tests are off
-(tol = 0), so both run exactly the same number of iterations.
+256 frames (vmapped, one call), the time of the JAX solver (compiled beforehand, best of
+--repeats) and of `completion.reference` (float32 like JAX, also best of --repeats for the
+single sequences; for the batch, one loop over --ref-windows windows scaled to 64: stated in
+the output), frames/s at that iteration count and extrapolated to 300 iterations, and the
+ratio reference / JAX. Stop tests are off (tol = 0), so both run exactly the same number of
+iterations.
+
+Each case has the wall-clock time (`*_s`, its ratio `ratio`) and the process CPU time over all
+threads (`*_cpu_s`, `cpu_ratio`). The machine's load average before and after is recorded: on
+a shared machine wall times (of the multi-threaded BLAS under the reference most) depend on it.
+`--threads 1` sets one BLAS/OpenMP thread and turns XLA's multi-threaded Eigen off before
+NumPy and JAX are imported (XLA may still run independent ops side by side: compare the CPU
+times). On a machine shared with other jobs this is the stable measurement: with the default
+thread pools both sides were measured from normal to 100x slower from one run to the next
+(threads spinning for cores other processes hold).
 """
 from __future__ import annotations
 
@@ -18,13 +29,27 @@ import platform
 import sys
 import time
 
-import jax
-import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from completion import CompletionConfig, complete  # noqa: E402
-from completion import reference  # noqa: E402
-from completion.windows import run_padded  # noqa: E402
+def _single_thread_env() -> None:
+    """Must run before NumPy / JAX are imported: their thread pools read these at start."""
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = "1"
+    flags = " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + flags).strip()
+
+
+def _parse() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--iters", type=int, default=10, help="ALM iterations per single-sequence run")
+    ap.add_argument("--batch-iters", type=int, default=5, help="ALM iterations for the batch")
+    ap.add_argument("--ref-windows", type=int, default=8, help="reference windows timed (of 64)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--sizes", default="100,300,1000")
+    ap.add_argument("--no-batch", action="store_true", help="skip the 64-window batch")
+    ap.add_argument("--threads", type=int, default=0, choices=(0, 1),
+                    help="1: one thread for both sides; 0: the libraries' defaults")
+    return ap.parse_args()
 
 
 def _problem(rng, f, p=16):
@@ -34,36 +59,34 @@ def _problem(rng, f, p=16):
 
 
 def _best(fn, repeats):
-    times = []
+    """(best wall s, best process CPU s) over `repeats` calls."""
+    wall, cpu = [], []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        w0, c0 = time.perf_counter(), time.process_time()
         jax.block_until_ready(fn())
-        times.append(time.perf_counter() - t0)
-    return min(times)
+        wall.append(time.perf_counter() - w0)
+        cpu.append(time.process_time() - c0)
+    return min(wall), min(cpu)
 
 
 def _entry(frames, iters, t_jax, t_ref, **extra):
-    return dict(frames=frames, iterations=iters, jax_s=round(t_jax, 4), reference_s=round(t_ref, 4),
-                jax_frames_per_s=round(frames / t_jax, 1),
-                jax_frames_per_s_at_300_iters=round(frames / t_jax * iters / 300, 1),
-                reference_frames_per_s=round(frames / t_ref, 1),
-                ratio=round(t_ref / t_jax, 2), **extra)
+    (w_jax, c_jax), (w_ref, c_ref) = t_jax, t_ref
+    return dict(frames=frames, iterations=iters, jax_s=round(w_jax, 4), reference_s=round(w_ref, 4),
+                jax_cpu_s=round(c_jax, 4), reference_cpu_s=round(c_ref, 4),
+                jax_frames_per_s=round(frames / w_jax, 1),
+                jax_frames_per_s_at_300_iters=round(frames / w_jax * iters / 300, 1),
+                reference_frames_per_s=round(frames / w_ref, 1),
+                ratio=round(w_ref / w_jax, 2), cpu_ratio=round(c_ref / c_jax, 2), **extra)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--iters", type=int, default=10, help="ALM iterations per single-sequence run")
-    ap.add_argument("--batch-iters", type=int, default=5, help="ALM iterations for the batch")
-    ap.add_argument("--ref-windows", type=int, default=8, help="reference windows timed (of 64)")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--sizes", default="100,300,1000")
-    args = ap.parse_args()
+def main(args: argparse.Namespace) -> None:
     rng = np.random.default_rng(0)
     out = {"machine": {"platform": jax.devices()[0].platform,
                        "device": jax.devices()[0].device_kind, "cpus": os.cpu_count(),
                        "processor": platform.processor() or platform.machine(),
                        "jax": jax.__version__, "numpy": np.__version__},
-           "dtype": "float32", "single": [], "batch": None}
+           "dtype": "float32", "threads": args.threads or "default",
+           "load_average_1min_before": round(os.getloadavg()[0], 2), "single": [], "batch": None}
     for f in [int(s) for s in args.sizes.split(",")]:
         poses, observed = _problem(rng, f)
         for svt in ("eigh", "svd"):
@@ -72,28 +95,41 @@ def main() -> None:
             cfg = CompletionConfig(tol=0.0, max_iters=args.iters, svt=svt)
             jax.block_until_ready(complete(poses, observed, cfg))  # compile
             t_jax = _best(lambda: complete(poses, observed, cfg), args.repeats)
-            t0 = time.perf_counter()
-            reference.complete(poses, observed, cfg, dtype=np.float32)
-            t_ref = time.perf_counter() - t0
+            t_ref = _best(lambda: reference.complete(poses, observed, cfg, dtype=np.float32),
+                          args.repeats)
             out["single"].append(_entry(f, args.iters, t_jax, t_ref, svt=svt))
-            print(f"F={f} svt={svt}: jax {t_jax:.3f}s reference {t_ref:.3f}s", file=sys.stderr)
-    n, w = 64, 256
-    cfg = CompletionConfig(tol=0.0, max_iters=args.batch_iters)
-    data = [_problem(rng, w) for _ in range(n)]
-    poses = np.stack([d[0] for d in data])
-    obs = np.stack([np.broadcast_to(d[1][..., None], d[0].shape) for d in data])
-    valid = np.ones((n, w), bool)
-    jax.block_until_ready(run_padded(poses, obs, valid, cfg))  # compile
-    t_jax = _best(lambda: run_padded(poses, obs, valid, cfg), args.repeats)
-    k = min(args.ref_windows, n)
-    t0 = time.perf_counter()
-    for i in range(k):
-        reference.complete(poses[i], data[i][1], cfg, dtype=np.float32)
-    t_ref = (time.perf_counter() - t0) * n / k
-    out["batch"] = _entry(n * w, args.batch_iters, t_jax, t_ref, windows=n, window_frames=w,
-                          reference_timed_windows=k)
+            print(f"F={f} svt={svt}: jax {t_jax[0]:.3f}s reference {t_ref[0]:.3f}s "
+                  f"(ratio {t_ref[0] / t_jax[0]:.2f}, load {os.getloadavg()[0]:.1f})",
+                  file=sys.stderr, flush=True)
+    if not args.no_batch:
+        n, w = 64, 256
+        cfg = CompletionConfig(tol=0.0, max_iters=args.batch_iters)
+        data = [_problem(rng, w) for _ in range(n)]
+        poses = np.stack([d[0] for d in data])
+        obs = np.stack([np.broadcast_to(d[1][..., None], d[0].shape) for d in data])
+        valid = np.ones((n, w), bool)
+        jax.block_until_ready(run_padded(poses, obs, valid, cfg))  # compile
+        t_jax = _best(lambda: run_padded(poses, obs, valid, cfg), args.repeats)
+        k = min(args.ref_windows, n)
+        t_ref = _best(lambda: [reference.complete(poses[i], data[i][1], cfg, dtype=np.float32)
+                               for i in range(k)], 1)
+        t_ref = (t_ref[0] * n / k, t_ref[1] * n / k)
+        out["batch"] = _entry(n * w, args.batch_iters, t_jax, t_ref, windows=n, window_frames=w,
+                              reference_timed_windows=k)
+        print(f"batch {n}x{w}: jax {t_jax[0]:.3f}s reference {t_ref[0]:.3f}s", file=sys.stderr)
+    out["load_average_1min_after"] = round(os.getloadavg()[0], 2)
     print(json.dumps(out, indent=1))
 
 
 if __name__ == "__main__":
-    main()
+    ARGS = _parse()
+    if ARGS.threads == 1:
+        _single_thread_env()
+    import jax  # noqa: E402  (after the thread settings)
+    import numpy as np  # noqa: E402
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    from completion import CompletionConfig, complete  # noqa: E402
+    from completion import reference  # noqa: E402
+    from completion.windows import run_padded  # noqa: E402
+    main(ARGS)

@@ -14,7 +14,9 @@ one iteration updates, in this order (each the exact minimiser with the others f
     X  = argmin over the unobserved entries (observed ones held at S) of
          tr(X M X^T)/2 - tr(R X^T),  M = 2 lambda_d D D^T + mu (I-B)(I-B)^T + mu I,
          R = mu X# - Y3 + (mu E - Y1)(I - B)^T: per row, an SPD solve on its unobserved
-         frames (Cholesky; one factor per joint when the mask is per joint)
+         frames (Cholesky; one factor per joint when the mask is per joint; the unobserved
+         frames are gathered into a static number of slots, so the factor is about
+         0.3 F square for 30% hidden, not F x F)
     Y1 += mu (X - XB - E); Y2 += mu (B - C); Y3 += mu (X - X#); mu = min(rho mu, mu_max)
 
 and stops early when the three relative primal residuals are all below `tol`:
@@ -81,8 +83,9 @@ def _after(a: jax.Array, b: jax.Array) -> jax.Array:
 
 
 def _alm(s: jax.Array, mask: jax.Array, x0: jax.Array, valid: jax.Array,
-         cfg: CompletionConfig, group: int = 1) -> SolveResult:
+         cfg: CompletionConfig, group: int = 1, max_free: int | None = None) -> SolveResult:
     # group: consecutive rows sharing one observed mask (3 = x, y, z of a joint), static.
+    # max_free: static bound on any group's unobserved valid frames (None: F); see free_slots.
     dtype = s.dtype
     r, f = s.shape
     vf = valid.astype(dtype)
@@ -97,17 +100,20 @@ def _alm(s: jax.Array, mask: jax.Array, x0: jax.Array, valid: jax.Array,
     zeros_rf = jnp.zeros((r, f), dtype)
     zeros_ff = jnp.zeros((f, f), dtype)
     free = ~mask[::group] & valid[None, :]  # (R / group, F) entries the X step may change
+    # Loop-invariant: where each group's free frames are (the X step's gather/scatter pattern).
+    index = ops.free_index(free, None if max_free is None else min(max_free, f))
 
     def cond(state):
         it, res = state[-2], state[-1]
         return (it < cfg.max_iters) & (jnp.max(res) > cfg.tol)
 
     def body(state):
-        x, xs, e, b, c, y1, y2, y3, mu, it, _ = state
+        x, xs, e, b, c, y1, y2, y3, mu, _, _, it, _ = state
         inv_mu = 1.0 / mu
-        xs, _ = ops.svt(x + y3 * inv_mu, inv_mu, cfg.svt)
+        # The SVTs return the nuclear norms of their results: the objective needs no more eighs.
+        xs, nuc_xs = ops.svt(x + y3 * inv_mu, inv_mu, cfg.svt)
         # One LAPACK call at a time (see _after): X# SVT -> C SVT -> Cholesky of I + X X^T.
-        c, _ = ops.svt(_after(b + y2 * inv_mu, xs), cfg.lambda_c * inv_mu, cfg.svt)
+        c, nuc_c = ops.svt(_after(b + y2 * inv_mu, xs), cfg.lambda_c * inv_mu, cfg.svt)
         x = _after(x, c)
         e = ops.shrink(x - x @ b + y1 * inv_mu, cfg.lambda_e * inv_mu)
         rhs_b = x.T @ (x - e) + c + (x.T @ y1 - y2) * inv_mu
@@ -118,7 +124,7 @@ def _alm(s: jax.Array, mask: jax.Array, x0: jax.Array, valid: jax.Array,
         # Exact minimiser with P_Omega(X) = P_Omega(S) held (solving without the constraint and
         # then resetting the observed entries is not: it biased the completions, measured on
         # mocap, docs/completion.md). Padding frames are held at 0.
-        x = ops.constrained_spd_solve_right(rhs_x, m, free, s) * vf
+        x = ops.constrained_spd_solve_right(rhs_x, m, free, s, index) * vf
         r1 = x - x @ b - e
         r2 = b - c
         r3 = x - xs
@@ -128,27 +134,52 @@ def _alm(s: jax.Array, mask: jax.Array, x0: jax.Array, valid: jax.Array,
         res = jnp.stack([jnp.linalg.norm(r1) / norm_s, jnp.linalg.norm(r2) / norm_b,
                          jnp.linalg.norm(r3) / norm_s])
         mu = jnp.minimum(cfg.rho * mu, cfg.mu_max).astype(dtype)
-        return (x, xs, e, b, c, y1, y2, y3, mu, it + 1, res)
+        return (x, xs, e, b, c, y1, y2, y3, mu, nuc_xs, nuc_c, it + 1, res)
 
+    zero = jnp.zeros((), dtype)  # nuclear norms: the loop runs at least once (res starts at inf)
     init = (x0, x0, zeros_rf, b0, b0, zeros_rf, zeros_ff, zeros_rf,
-            jnp.asarray(cfg.mu0, dtype), jnp.asarray(0, jnp.int32),
+            jnp.asarray(cfg.mu0, dtype), zero, zero, jnp.asarray(0, jnp.int32),
             jnp.full((3,), jnp.inf, dtype))
-    x, xs, e, b, c, _, _, _, _, it, res = lax.while_loop(cond, body, init)
-    nuc_xs = ops.nuclear_norm(xs)
+    x, xs, e, b, c, _, _, _, _, nuc_xs, nuc_c, it, res = lax.while_loop(cond, body, init)
     objective = (nuc_xs + cfg.lambda_d * jnp.sum(ops.temporal_diff(x, valid) ** 2)
-                 + cfg.lambda_c * ops.nuclear_norm(_after(c, nuc_xs))
-                 + cfg.lambda_e * jnp.sum(jnp.abs(e)))
+                 + cfg.lambda_c * nuc_c + cfg.lambda_e * jnp.sum(jnp.abs(e)))
     return SolveResult(x, xs, e, b, c, it, jnp.max(res) <= cfg.tol, res, objective)
 
 
-@functools.partial(jax.jit, static_argnames=("config",))
+_SLOT_MULTIPLE = 16  # free-frame slots are rounded up to this: nearby counts share a program
+
+
+def free_slots(free) -> int:
+    """Static X-step size for a concrete mask of free (unobserved, valid) entries.
+
+    The largest number of free frames in any row of `free` (..., F), rounded up to a multiple
+    of 16 (so that masks with similar counts share one compiled program), capped at F, at
+    least 1. The X step then factors slots x slots matrices instead of F x F.
+    """
+    free = np.asarray(free, bool)
+    f = free.shape[-1]
+    most = int(free.sum(axis=-1).max()) if free.size else 0
+    return int(min(f, max(1, -(-most // _SLOT_MULTIPLE) * _SLOT_MULTIPLE)))
+
+
+@functools.partial(jax.jit, static_argnames=("config", "max_free"))
+def _solve_jit(S, mask, X0, config, valid, max_free):
+    dtype = jnp.result_type(S.dtype, jnp.float32)
+    if valid is None:
+        valid = jnp.ones((S.shape[1],), bool)
+    return _alm(S.astype(dtype), mask.astype(bool), X0.astype(dtype), valid.astype(bool), config,
+                max_free=max_free)
+
+
 def solve(S: jax.Array, mask: jax.Array, X0: jax.Array,
           config: CompletionConfig = CompletionConfig(), valid: jax.Array | None = None
           ) -> SolveResult:
     """Solve Eq. 1 on the paper's matrices by inexact ALM (pure, jittable, vmappable).
 
     Works on the matrices as given: use `complete` for poses in mm (it normalises first; the
-    default lambdas assume unit-RMS data).
+    default lambdas assume unit-RMS data). With a concrete mask the X step is sized to its
+    largest number of unobserved frames per row (`free_slots`); under an outer jit/vmap (traced
+    mask) it uses all F frames: the same result, slower.
 
     Args:
       S: (3P, F) predictions; only the entries where `mask` is True are used.
@@ -163,10 +194,11 @@ def solve(S: jax.Array, mask: jax.Array, X0: jax.Array,
         raise ValueError(f"S, mask and X0 must be (3P, F) of one shape, got {S.shape}, "
                          f"{mask.shape}, {X0.shape}")
     config.validate()
-    dtype = jnp.result_type(S.dtype, jnp.float32)
-    if valid is None:
-        valid = jnp.ones((S.shape[1],), bool)
-    return _alm(S.astype(dtype), mask.astype(bool), X0.astype(dtype), valid.astype(bool), config)
+    max_free = None
+    if _is_concrete(mask, valid):
+        v = np.ones(S.shape[1], bool) if valid is None else np.asarray(valid, bool)
+        max_free = free_slots(~np.asarray(mask, bool) & v)
+    return _solve_jit(S, mask, X0, config, valid, max_free)
 
 
 def _to_matrix(a: jax.Array) -> jax.Array:
@@ -181,7 +213,7 @@ def _from_matrix(m: jax.Array, p: int) -> jax.Array:
 
 
 def complete_core(poses: jax.Array, observed: jax.Array, valid: jax.Array,
-                  config: CompletionConfig) -> CompletionResult:
+                  config: CompletionConfig, max_free: int | None = None) -> CompletionResult:
     """Pure core of `complete` (no value checks): normalise, solve Eq. 1, return in input units.
 
     Args:
@@ -190,6 +222,9 @@ def complete_core(poses: jax.Array, observed: jax.Array, valid: jax.Array,
         or (F, P, 3) bool (per coordinate: one factor per row).
       valid: (F,) bool, False for padding frames (their outputs are 0).
       config: CompletionConfig (static).
+      max_free: static, at least the largest number of unobserved valid frames of any joint
+        (any row for a per-coordinate mask); `free_slots` computes it from a concrete mask.
+        None: F (always enough). Too small a bound gives NaN, never a silently wrong answer.
     Returns:
       CompletionResult.
     """
@@ -228,7 +263,7 @@ def complete_core(poses: jax.Array, observed: jax.Array, valid: jax.Array,
     s_mat = _to_matrix(jnp.where(obs, normed, 0.0))
     obs_mat = _to_matrix(obs)
     x0 = ops.fill_linear(_to_matrix(jnp.where(known, normed, 0.0)), _to_matrix(known), valid)
-    res = _alm(s_mat, obs_mat, x0, valid, config, group)
+    res = _alm(s_mat, obs_mat, x0, valid, config, group, max_free)
     x = _from_matrix(res.X, p) * scale + centre
     x = jnp.where(obs, poses, x)  # observed entries exactly as given (no round trip error)
     x = jnp.where(vmask, x, 0.0)
@@ -236,7 +271,7 @@ def complete_core(poses: jax.Array, observed: jax.Array, valid: jax.Array,
     return CompletionResult(x, e, res.iterations, res.converged, res.residuals, res.objective)
 
 
-_complete_jit = jax.jit(complete_core, static_argnames=("config",))
+_complete_jit = jax.jit(complete_core, static_argnames=("config", "max_free"))
 
 
 def _observed_3d(poses_shape: tuple[int, ...], observed) -> jax.Array:
@@ -305,9 +340,24 @@ def complete(poses, observed, config: CompletionConfig = CompletionConfig()) -> 
     """
     _check_shapes(poses, config)
     _observed_3d(tuple(np.shape(poses)), observed)  # shape and dtype checks
+    max_free = None
     if _is_concrete(poses, observed):
         validate_inputs(poses, observed, config)
+        observed = per_joint_if_equal(np.asarray(observed), np.ndim(poses))
+        max_free = free_slots(~np.asarray(observed).swapaxes(0, -1))
     obs = jnp.asarray(observed)  # (F, P) stays per joint: fewer Cholesky factors
     poses = jnp.asarray(poses)
     valid = jnp.ones((poses.shape[0],), bool)
-    return _complete_jit(poses, obs, valid, config)
+    return _complete_jit(poses, obs, valid, config, max_free)
+
+
+def per_joint_if_equal(observed: np.ndarray, poses_ndim: int) -> np.ndarray:
+    """(..., F, P, 3) mask -> (..., F, P) when x, y, z agree everywhere (host side, concrete).
+
+    `poses_ndim` is the ndim of the matching poses ((..., F, P, 3)): only a mask of that ndim is
+    per coordinate. The X step then shares one Cholesky factor among a joint's three rows: the
+    same solution, a third of the factorisations. Other masks are returned unchanged.
+    """
+    if observed.ndim == poses_ndim and (observed == observed[..., :1]).all():
+        return observed[..., 0]
+    return observed

@@ -5,6 +5,8 @@ R^{3P x F} (rows = joint coordinates, columns = frames), B, C in R^{F x F}.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -54,12 +56,6 @@ def svt(a: jax.Array, tau: jax.Array | float, method: str = "eigh") -> tuple[jax
     if m <= n:  # a = U S V^T, U = q: SVT(a) = U diag(gain) U^T a
         return (q * gain) @ (q.T @ a), nuclear
     return (a @ q * gain) @ q.T, nuclear  # V = q: SVT(a) = a V diag(gain) V^T
-
-
-def nuclear_norm(a: jax.Array) -> jax.Array:
-    """Sum of singular values of a (m, n) matrix, through the smaller Gram matrix."""
-    _, _, sv = _gram_factors(a, 0.0)
-    return jnp.sum(sv)
 
 
 def path_laplacian(valid: jax.Array, dtype=jnp.float32) -> jax.Array:
@@ -139,30 +135,73 @@ def fill_linear(values: jax.Array, known: jax.Array, valid: jax.Array) -> jax.Ar
     return jnp.where(valid[None, :], out, 0.0)
 
 
+class FreeIndex(NamedTuple):
+    """Where each row group's free (unobserved) frames are, packed into `size` slots."""
+
+    idx: jax.Array       # (G, size) int32 frame per slot: the free frames ascending, then others
+    ok: jax.Array        # (G, size) bool, the slot holds a free frame
+    target: jax.Array    # (G, size) int32 frame the slot's solution goes to; F (dropped) if not ok
+    overflow: jax.Array  # (G,) bool, more free frames than slots (that group's result is NaN)
+
+
+def free_index(free: jax.Array, size: int | None = None) -> FreeIndex:
+    """Pack each group's free frames into `size` slots (loop-invariant: compute once per solve).
+
+    Args:
+      free: (G, F) bool, the entries the X step may change (one mask per row group).
+      size: static number of slots, at least the largest free count of any group for an exact
+        solve (default F, always enough). Smaller sizes make the X step cheaper: its Cholesky
+        factors are size x size instead of F x F.
+    Returns:
+      FreeIndex.
+    """
+    g, f = free.shape
+    size = f if size is None else int(size)
+    if not 1 <= size <= f:
+        raise ValueError(f"size must be in [1, F = {f}], got {size}")
+    # A stable sort of "not free" puts the free frames first, in time order.
+    order = jnp.argsort(~free, axis=1, stable=True)[:, :size].astype(jnp.int32)
+    count = jnp.sum(free, axis=1)
+    ok = jnp.arange(size)[None, :] < count[:, None]
+    return FreeIndex(order, ok, jnp.where(ok, order, f), count > size)
+
+
 def constrained_spd_solve_right(rhs: jax.Array, m: jax.Array, free: jax.Array,
-                                fixed: jax.Array) -> jax.Array:
+                                fixed: jax.Array, index: FreeIndex | None = None) -> jax.Array:
     """Minimise sum_r (x_r M x_r^T / 2 - rhs_r x_r^T) with the non-free entries of x held fixed.
 
     The exact X step of Eq. 1 under P_Omega(X) = P_Omega(S): each row r solves
     M[h, h] x_r[h] = rhs_r[h] - fixed_r[o] M[o, h] over its free (hidden) frames h, o the rest.
     Rows are grouped: all k rows of a group share one free mask and one Cholesky factor (the
-    x, y, z rows of a joint when the mask is per joint). Held entries get identity rows, so
-    the result keeps them exactly.
+    x, y, z rows of a joint when the mask is per joint). Each group's free frames are gathered
+    into `index`'s slots, so the factor is size x size (size = the largest free count, not F);
+    unused slots get identity rows and are not written back. Held entries are returned as given.
 
     Args:
       rhs: (G*k, F); m: (F, F) symmetric positive definite; free: (G, F) bool;
       fixed: (G*k, F) values of the held entries (ignored where free).
+      index: `free_index(free, size)`, precomputed outside a loop; default size F.
     Returns:
-      (G*k, F) solution.
+      (G*k, F) solution; the rows of a group whose free count exceeds the slots are NaN.
     """
     g, f = free.shape
     k = rhs.shape[0] // g
     dtype = rhs.dtype
-    fr = free.astype(dtype)
+    if index is None:
+        index = free_index(free)
+    idx, ok = index.idx, index.ok
     fixed = jnp.where(jnp.repeat(free, k, axis=0), 0.0, fixed)
-    mg = m[None] * fr[:, :, None] * fr[:, None, :] + jax.vmap(jnp.diag)(1.0 - fr)  # (G, F, F)
-    b = jnp.where(jnp.repeat(free, k, axis=0), rhs - fixed @ m, fixed).reshape(g, k, f)
-    chol = jnp.linalg.cholesky(mg)
-    y = jax.scipy.linalg.solve_triangular(chol, jnp.swapaxes(b, 1, 2), lower=True)
-    x = jax.scipy.linalg.solve_triangular(jnp.swapaxes(chol, 1, 2), y, lower=False)
-    return jnp.swapaxes(x, 1, 2).reshape(g * k, f)
+    ok2 = ok[:, :, None] & ok[:, None, :]
+    eye = jnp.eye(idx.shape[1], dtype=dtype)
+    mg = jnp.where(ok2, m[idx[:, :, None], idx[:, None, :]], eye)  # (G, size, size)
+    b = (rhs - fixed @ m).reshape(g, k, f)
+    b = jnp.where(ok[:, None, :], jnp.take_along_axis(b, idx[:, None, :], axis=2), 0.0)
+    # mg is symmetric by construction: potrf reads its lower triangle, no symmetrising pass.
+    chol = lax.linalg.cholesky(mg, symmetrize_input=False)  # mg = L L^T
+    # Rows x with x L L^T = b, solved from the right: no transposed copies of b or L.
+    y = lax.linalg.triangular_solve(chol, b, left_side=False, lower=True, transpose_a=True)
+    x = lax.linalg.triangular_solve(chol, y, left_side=False, lower=True)  # (G, k, size)
+    x = jnp.where(index.overflow[:, None, None], jnp.nan, x)
+    out = jax.vmap(lambda o, t, v: o.at[:, t].set(v, mode="drop"))(
+        fixed.reshape(g, k, f), index.target, x)
+    return out.reshape(g * k, f)

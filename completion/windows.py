@@ -17,21 +17,24 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from completion.alm import CompletionResult, complete, complete_core, validate_inputs
+from completion.alm import (CompletionResult, complete, complete_core, free_slots,
+                            per_joint_if_equal, validate_inputs)
 from completion.config import CompletionConfig
 
 
-@functools.partial(jax.jit, static_argnames=("config",))
-def _batched(poses, observed, valid, config):
-    return jax.vmap(complete_core, in_axes=(0, 0, 0, None))(poses, observed, valid, config)
+@functools.partial(jax.jit, static_argnames=("config", "max_free"))
+def _batched(poses, observed, valid, config, max_free):
+    return jax.vmap(complete_core, in_axes=(0, 0, 0, None, None))(poses, observed, valid, config,
+                                                                  max_free)
 
 
 @functools.lru_cache(maxsize=32)
-def _sharded_fn(mesh: Mesh, axis: str, config: CompletionConfig):
+def _sharded_fn(mesh: Mesh, axis: str, config: CompletionConfig, max_free: int):
     spec = PartitionSpec(axis)
 
     def local(poses, observed, valid):  # each device solves its own slice of the batch
-        return jax.vmap(complete_core, in_axes=(0, 0, 0, None))(poses, observed, valid, config)
+        return jax.vmap(complete_core, in_axes=(0, 0, 0, None, None))(poses, observed, valid,
+                                                                      config, max_free)
 
     # No collectives inside: each device's slice is independent. check_vma=False because the
     # while_loop carry starts from constants (zeros, B = I) that are not marked device-varying.
@@ -51,10 +54,19 @@ def run_padded(poses: np.ndarray, observed: np.ndarray, valid: np.ndarray,
         of that axis' size with copies of the first sequence, dropped again on return.
     Returns:
       CompletionResult with a leading batch axis N (NumPy arrays on the host when sharded).
+
+    A per-coordinate mask whose x, y, z agree is solved per joint (one Cholesky factor per
+    joint), and the X step is sized to the batch's largest count of unobserved frames
+    (`free_slots`): both change the cost, not the result.
     """
     n = poses.shape[0]
+    observed = per_joint_if_equal(np.asarray(observed, bool), np.ndim(poses))
+    valid = np.asarray(valid, bool)
+    free = ~observed & valid.reshape(valid.shape + (1,) * (observed.ndim - 2))
+    max_free = free_slots(np.moveaxis(free, 1, -1))
     if mesh is None:
-        return _batched(jnp.asarray(poses), jnp.asarray(observed), jnp.asarray(valid), config)
+        return _batched(jnp.asarray(poses), jnp.asarray(observed), jnp.asarray(valid), config,
+                        max_free)
     axis = axis_name or mesh.axis_names[0]
     size = mesh.shape[axis]
     extra = (-n) % size
@@ -63,7 +75,7 @@ def run_padded(poses: np.ndarray, observed: np.ndarray, valid: np.ndarray,
         poses, observed, valid = poses[pick], observed[pick], valid[pick]
     sharding = NamedSharding(mesh, PartitionSpec(axis))
     args = [jax.device_put(np.asarray(a), sharding) for a in (poses, observed, valid)]
-    out = _sharded_fn(mesh, axis, config)(*args)
+    out = _sharded_fn(mesh, axis, config, max_free)(*args)
     # Gathered to the host: indexing arrays sharded over explicit mesh axes needs out_sharding.
     return jax.tree.map(lambda a: np.asarray(a)[:n], out)
 

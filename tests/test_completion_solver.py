@@ -9,6 +9,7 @@ import pytest
 
 from completion import CompletionConfig, complete, interpolate, ops, solve
 from completion import reference as ref
+from completion.alm import free_slots, per_joint_if_equal
 
 
 def _problem(seed, f, p, hide, nan_frac=0.5):
@@ -63,22 +64,104 @@ def test_woodbury_b_update_equals_direct_solve():
     np.testing.assert_allclose(got, want, atol=2e-5 * np.abs(want).max())
 
 
-def test_constrained_solve_equals_per_row_dense_solve():
-    rng = np.random.default_rng(3)
-    f = 9
+_solve_x = jax.jit(ops.constrained_spd_solve_right)  # one compile, not one per eager op
+
+
+def _constrained_problem(seed=3, f=9, groups=2):
+    rng = np.random.default_rng(seed)
     a = rng.normal(size=(f, f))
     m = a @ a.T + f * np.eye(f)
-    rhs = rng.normal(size=(6, f))
-    fixed = rng.normal(size=(6, f))
-    free = rng.random((2, f)) > 0.4  # 2 groups of 3 rows
-    got = np.asarray(ops.constrained_spd_solve_right(jnp.asarray(rhs), jnp.asarray(m),
-                                                     jnp.asarray(free), jnp.asarray(fixed)))
-    for r in range(6):
+    rhs = rng.normal(size=(3 * groups, f))
+    fixed = rng.normal(size=(3 * groups, f))
+    free = rng.random((groups, f)) > 0.4  # groups of 3 rows sharing a mask
+    return m, rhs, fixed, free
+
+
+def _constrained_want(m, rhs, fixed, free):
+    want = fixed.copy()
+    for r in range(rhs.shape[0]):
         h = free[r // 3]
-        want = fixed[r].copy()
         # Stationarity of x M x^T / 2 - rhs x^T over the free entries, the others held.
-        want[h] = np.linalg.solve(m[np.ix_(h, h)], rhs[r, h] - fixed[r, ~h] @ m[np.ix_(~h, h)])
-        np.testing.assert_allclose(got[r], want, atol=1e-5)
+        want[r, h] = np.linalg.solve(m[np.ix_(h, h)], rhs[r, h] - fixed[r, ~h] @ m[np.ix_(~h, h)])
+    return want
+
+
+@pytest.mark.parametrize("slots", ["F", "tight", "tight+2"])
+def test_constrained_solve_equals_per_row_dense_solve(slots):
+    m, rhs, fixed, free = _constrained_problem(f=12, groups=3)
+    free[1] = False  # a group with nothing free: its rows come back as given
+    tight = int(free.sum(1).max())
+    assert tight < 12  # the packed solve really is smaller than F here
+    index = {"F": None, "tight": ops.free_index(jnp.asarray(free), tight),
+             "tight+2": ops.free_index(jnp.asarray(free), tight + 2)}[slots]
+    got = np.asarray(_solve_x(jnp.asarray(rhs), jnp.asarray(m), jnp.asarray(free),
+                              jnp.asarray(fixed), index))
+    np.testing.assert_allclose(got, _constrained_want(m, rhs, fixed, free), atol=1e-5)
+
+
+def test_constrained_solve_with_too_few_slots_gives_nan_not_a_wrong_answer():
+    m, rhs, fixed, free = _constrained_problem(f=10, groups=2)
+    free[0] = [True] * 6 + [False] * 4
+    free[1] = [True] * 2 + [False] * 8
+    index = ops.free_index(jnp.asarray(free), 4)
+    np.testing.assert_array_equal(index.overflow, [True, False])
+    got = np.asarray(_solve_x(jnp.asarray(rhs), jnp.asarray(m), jnp.asarray(free),
+                              jnp.asarray(fixed), index))
+    assert np.isnan(got[:3, :4]).all()  # group 0 (rows 0-2): 6 free frames, 4 slots
+    np.testing.assert_allclose(got[3:], _constrained_want(m, rhs, fixed, free)[3:], atol=1e-5)
+
+
+def test_free_index_packs_free_frames_in_time_order():
+    free = np.array([[0, 1, 0, 1, 1, 0], [0, 0, 0, 0, 0, 0]], bool)
+    index = ops.free_index(jnp.asarray(free), 4)
+    np.testing.assert_array_equal(index.idx[0, :3], [1, 3, 4])
+    np.testing.assert_array_equal(index.ok, [[1, 1, 1, 0], [0, 0, 0, 0]])
+    np.testing.assert_array_equal(index.target, [[1, 3, 4, 6], [6, 6, 6, 6]])  # 6 = F: dropped
+    with pytest.raises(ValueError, match="size"):
+        ops.free_index(jnp.asarray(free), 7)
+
+
+def test_free_slots_rounds_the_largest_free_count_up_to_16():
+    free = np.zeros((3, 40), bool)
+    free[0, :3], free[1, :17] = True, True
+    assert free_slots(free) == 32
+    assert free_slots(free[:, :20]) == 20  # capped at F
+    assert free_slots(np.zeros((2, 40), bool)) == 1  # nothing free: one (unused) slot
+    batch = np.zeros((2, 3, 50), bool)
+    batch[1, 2, :33] = True
+    assert free_slots(batch) == 48  # the maximum over every leading axis
+
+
+def test_per_joint_mask_used_only_when_x_y_z_agree():
+    rng = np.random.default_rng(8)
+    joint = rng.random((6, 3)) > 0.5  # (F, P) with P = 3: must not be mistaken for x, y, z
+    np.testing.assert_array_equal(per_joint_if_equal(joint, 3), joint)
+    same = np.repeat(joint[..., None], 3, axis=-1)
+    np.testing.assert_array_equal(per_joint_if_equal(same, 3), joint)
+    batched = np.repeat(same[None], 2, axis=0)  # (N, F, P, 3) with poses (N, F, P, 3)
+    np.testing.assert_array_equal(per_joint_if_equal(batched, 4), np.repeat(joint[None], 2, 0))
+    differ = same.copy()
+    differ[2, 1, 0] = ~differ[2, 1, 0]
+    assert per_joint_if_equal(differ, 3) is differ
+
+
+def test_packed_x_step_equals_full_size_under_an_outer_jit():
+    """Traced masks (outer jit) get the full F x F X step; concrete masks the packed one (16
+    slots here, F = 32): the same iterates to float64 rounding."""
+    rng = np.random.default_rng(9)
+    r_, f = 6, 32
+    s = rng.normal(size=(r_, 3)) @ rng.normal(size=(3, f))
+    mask = rng.random((r_, f)) > 0.25
+    assert free_slots(~mask) < f
+    cfg = CompletionConfig(tol=0.0, max_iters=20)
+    with jax.enable_x64(True):
+        args = (jnp.asarray(s), jnp.asarray(mask), jnp.asarray(np.where(mask, s, 0.0)))
+        packed = solve(*args, cfg)
+        full = jax.jit(lambda a, b, c: solve(a, b, c, cfg))(*args)
+        np.testing.assert_allclose(packed.X, full.X, rtol=0, atol=1e-9)
+        np.testing.assert_allclose(packed.B, full.B, rtol=0, atol=1e-9)
+    want = ref.solve(s, mask, np.where(mask, s, 0.0), cfg)
+    np.testing.assert_allclose(np.asarray(packed.X), want.X, rtol=0, atol=1e-8)
 
 
 def test_fill_linear_matches_np_interp():
