@@ -1,0 +1,115 @@
+"""Mean and spread of the paper's tables over several runs of one protocol (different seeds).
+
+    python -m experiments.seeds runs/demo_s1 runs/demo_s1_seed1 runs/demo_s1_seed2 \
+        --out runs/demo_s1_seeds
+
+Reads each work directory's `report/report.json` (written by the report stage) and writes
+`seeds.md` and `seeds.json` to --out (and prints the markdown): for every row of Table 1
+(optimisation of the unlabelled predictions) and Table 3 (validation after fine-tuning), the
+mean, the sample standard deviation and the min..max of MPJPE, NMPJPE and PMPJPE, plus the mean
+relative change against the first row (predictions, resp. baseline) of the same run.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Sequence
+
+import numpy as np
+from absl import app, flags
+
+METRICS = ("MPJPE", "NMPJPE", "PMPJPE")
+TABLES = {"table1": "Predictions (all)", "table3": "baseline"}  # table -> reference row
+TITLES = {"table1": "Table 1 analogue: optimisation of the unlabelled predictions (mm)",
+          "table3": "Table 3 analogue: validation after fine-tuning (mm)"}
+
+
+def load_reports(workdirs: Sequence[str]) -> list[dict[str, Any]]:
+    """The report.json of each work directory; FileNotFoundError names a missing one."""
+    reports = []
+    for wd in workdirs:
+        path = os.path.join(wd, "report", "report.json")
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path} not found: run the report stage of {wd} first")
+        with open(path) as f:
+            reports.append(json.load(f))
+    return reports
+
+
+def aggregate(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """{"runs", "seeds", "protocol", table: {row: {metric: {mean, std, min, max}, "change_percent":
+    {metric: mean}}}} over runs that must share one protocol and have distinct seeds."""
+    if len(reports) < 2:
+        raise ValueError(f"need at least 2 runs to give a spread, got {len(reports)}")
+    protocols = {r.get("protocol") for r in reports}
+    if len(protocols) != 1:
+        raise ValueError(f"runs of different protocols {sorted(map(str, protocols))}")
+    seeds = [r.get("seed") for r in reports]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"runs share a seed: {seeds}")
+    out: dict[str, Any] = {"runs": len(reports), "seeds": seeds, "protocol": protocols.pop()}
+    for table, ref_row in TABLES.items():
+        present = [r[table]["rows"] for r in reports if r.get(table)]
+        if len(present) != len(reports):
+            continue  # a run without this table (its stage did not run): leave the table out
+        rows = [name for name in present[0] if all(name in p for p in present)]
+        agg = {}
+        for name in rows:
+            entry = {}
+            for m in METRICS:
+                v = np.array([p[name][m] for p in present], np.float64)
+                entry[m] = {"mean": float(v.mean()), "std": float(v.std(ddof=1)),
+                            "min": float(v.min()), "max": float(v.max())}
+            if ref_row in rows:
+                entry["change_percent"] = {m: float(np.mean(
+                    [100.0 * (p[name][m] / p[ref_row][m] - 1.0) for p in present]))
+                    for m in METRICS}
+            agg[name] = entry
+        out[table] = agg
+    return out
+
+
+def markdown(agg: dict[str, Any]) -> str:
+    """Tables of mean +- std (min..max) per metric, and the mean change against the first row."""
+    lines = [f"Protocol {agg['protocol']}, {agg['runs']} runs (seeds "
+             f"{', '.join(map(str, agg['seeds']))}): mean +- sample std (min..max), mm; "
+             "change: mean over runs of the relative change of MPJPE against the first row.", ""]
+    for table in TABLES:
+        if table not in agg:
+            continue
+        lines += [f"### {TITLES[table]}", "",
+                  "| | " + " | ".join(METRICS) + " | MPJPE change |",
+                  "|---|" + "---:|" * (len(METRICS) + 1)]
+        for name, e in agg[table].items():
+            cells = [f"{e[m]['mean']:.1f} +- {e[m]['std']:.1f} "
+                     f"({e[m]['min']:.1f}..{e[m]['max']:.1f})" for m in METRICS]
+            change = e.get("change_percent", {}).get("MPJPE")
+            cells.append("" if change is None else f"{change:+.1f}%")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+flags.DEFINE_string("out", "", "Directory for seeds.md and seeds.json (empty: print only).")
+
+
+def run(workdirs: Sequence[str], out: str = "") -> dict[str, Any]:
+    """Aggregate the runs, print the markdown, write seeds.md / seeds.json to `out` if given."""
+    agg = aggregate(load_reports(workdirs))
+    text = markdown(agg)
+    print(text)
+    if out:
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, "seeds.md"), "w") as f:
+            f.write(text + "\n")
+        with open(os.path.join(out, "seeds.json"), "w") as f:
+            json.dump(agg, f, indent=2)
+    return agg
+
+
+def main(argv: Sequence[str]) -> None:
+    run(argv[1:], flags.FLAGS.out)
+
+
+if __name__ == "__main__":
+    app.run(main)

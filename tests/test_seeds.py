@@ -1,0 +1,56 @@
+"""experiments.seeds: mean and spread of the paper's tables over runs of several seeds."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from experiments import seeds
+
+
+def _write_report(root, name, seed, baseline, bone, protocol="subject_s1"):
+    rows3 = {"baseline": dict(MPJPE=baseline, NMPJPE=baseline - 10, PMPJPE=baseline - 50),
+             "+ bone consistency (full method)": dict(MPJPE=bone, NMPJPE=bone - 10,
+                                                      PMPJPE=bone - 50)}
+    rows1 = {"Predictions (all)": dict(MPJPE=100.0, NMPJPE=90.0, PMPJPE=80.0),
+             "Optimisations (all)": dict(MPJPE=90.0, NMPJPE=85.0, PMPJPE=70.0)}
+    wd = os.path.join(root, name)
+    os.makedirs(os.path.join(wd, "report"))
+    with open(os.path.join(wd, "report", "report.json"), "w") as f:
+        json.dump({"protocol": protocol, "seed": seed, "table1": {"rows": rows1},
+                   "table3": {"rows": rows3}}, f)
+    return wd
+
+
+def test_mean_spread_and_change_match_numpy(tmp_path, capsys):
+    base, bone = [300.0, 280.0, 290.0], [270.0, 266.0, 290.0]
+    wds = [_write_report(tmp_path, f"s{i}", i, b, f) for i, (b, f) in enumerate(zip(base, bone))]
+    agg = seeds.aggregate(seeds.load_reports(wds))
+    e = agg["table3"]["+ bone consistency (full method)"]
+    assert e["MPJPE"]["mean"] == pytest.approx(np.mean(bone))
+    assert e["MPJPE"]["std"] == pytest.approx(np.std(bone, ddof=1))
+    assert (e["MPJPE"]["min"], e["MPJPE"]["max"]) == (266.0, 290.0)
+    # The change is averaged per run (-10%, -5%, 0%), not taken between the means.
+    assert e["change_percent"]["MPJPE"] == pytest.approx(-5.0)
+    assert agg["table1"]["Optimisations (all)"]["change_percent"]["MPJPE"] == pytest.approx(-10.0)
+    assert agg["seeds"] == [0, 1, 2]
+    seeds.run(wds, str(tmp_path / "out"))
+    out = capsys.readouterr().out
+    assert "275.3 +- 12.9 (266.0..290.0)" in out and "-5.0%" in out
+    with open(tmp_path / "out" / "seeds.json") as f:
+        assert json.load(f)["table3"]["baseline"]["MPJPE"]["mean"] == pytest.approx(290.0)
+    assert (tmp_path / "out" / "seeds.md").read_text().startswith("Protocol subject_s1, 3 runs")
+
+
+def test_bad_inputs(tmp_path):
+    a = _write_report(tmp_path, "a", 0, 300.0, 290.0)
+    with pytest.raises(ValueError, match="at least 2 runs"):
+        seeds.aggregate(seeds.load_reports([a]))
+    same_seed = _write_report(tmp_path, "b", 0, 300.0, 290.0)
+    with pytest.raises(ValueError, match="share a seed"):
+        seeds.aggregate(seeds.load_reports([a, same_seed]))
+    other = _write_report(tmp_path, "c", 1, 300.0, 290.0, protocol="action_half")
+    with pytest.raises(ValueError, match="different protocols"):
+        seeds.aggregate(seeds.load_reports([a, other]))
+    with pytest.raises(FileNotFoundError, match="report stage"):
+        seeds.load_reports([str(tmp_path / "missing")])
