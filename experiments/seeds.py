@@ -7,7 +7,8 @@ Reads each work directory's `report/report.json` (written by the report stage) a
 `seeds.md` and `seeds.json` to --out (and prints the markdown): for every row of Table 1
 (optimisation of the unlabelled predictions) and Table 3 (validation after fine-tuning), the
 mean, the sample standard deviation and the min..max of MPJPE, NMPJPE and PMPJPE, plus the mean
-relative change against the first row (predictions, resp. baseline) of the same run.
+relative change against the baseline (Table 3) or the raw predictions of the same joints (Table 1)
+of the same run.
 """
 from __future__ import annotations
 
@@ -19,9 +20,17 @@ import numpy as np
 from absl import app, flags
 
 METRICS = ("MPJPE", "NMPJPE", "PMPJPE")
-TABLES = {"table1": "Predictions (all)", "table3": "baseline"}  # table -> reference row
+TABLES = ("table1", "table3")
 TITLES = {"table1": "Table 1 analogue: optimisation of the unlabelled predictions (mm)",
           "table3": "Table 3 analogue: validation after fine-tuning (mm)"}
+
+
+def reference_row(table: str, row: str) -> str:
+    """The row a row's change is measured against: the baseline in Table 3; in Table 1 the raw
+    predictions of the same joints (all, or only those with scores above tau)."""
+    if table == "table3":
+        return "baseline"
+    return "Preds (scores > τ)" if "scores >" in row else "Predictions (all)"
 
 
 def load_reports(workdirs: Sequence[str]) -> list[dict[str, Any]]:
@@ -48,7 +57,7 @@ def aggregate(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"runs share a seed: {seeds}")
     out: dict[str, Any] = {"runs": len(reports), "seeds": seeds, "protocol": protocols.pop()}
-    for table, ref_row in TABLES.items():
+    for table in TABLES:
         present = [r[table]["rows"] for r in reports if r.get(table)]
         if len(present) != len(reports):
             continue  # a run without this table (its stage did not run): leave the table out
@@ -60,6 +69,7 @@ def aggregate(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
                 v = np.array([p[name][m] for p in present], np.float64)
                 entry[m] = {"mean": float(v.mean()), "std": float(v.std(ddof=1)),
                             "min": float(v.min()), "max": float(v.max())}
+            ref_row = reference_row(table, name)
             if ref_row in rows:
                 entry["change_percent"] = {m: float(np.mean(
                     [100.0 * (p[name][m] / p[ref_row][m] - 1.0) for p in present]))
@@ -73,7 +83,8 @@ def markdown(agg: dict[str, Any]) -> str:
     """Tables of mean +- std (min..max) per metric, and the mean change against the first row."""
     lines = [f"Protocol {agg['protocol']}, {agg['runs']} runs (seeds "
              f"{', '.join(map(str, agg['seeds']))}): mean +- sample std (min..max), mm; "
-             "change: mean over runs of the relative change of MPJPE against the first row.", ""]
+             "change: mean over runs of the relative change of MPJPE against the baseline (Table 3) or "
+             "the raw predictions of the same joints (Table 1).", ""]
     for table in TABLES:
         if table not in agg:
             continue

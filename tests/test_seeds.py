@@ -13,7 +13,9 @@ def _write_report(root, name, seed, baseline, bone, protocol="subject_s1"):
              "+ bone consistency (full method)": dict(MPJPE=bone, NMPJPE=bone - 10,
                                                       PMPJPE=bone - 50)}
     rows1 = {"Predictions (all)": dict(MPJPE=100.0, NMPJPE=90.0, PMPJPE=80.0),
-             "Optimisations (all)": dict(MPJPE=90.0, NMPJPE=85.0, PMPJPE=70.0)}
+             "Optimisations (all)": dict(MPJPE=90.0, NMPJPE=85.0, PMPJPE=70.0),
+             "Preds (scores > τ)": dict(MPJPE=50.0, NMPJPE=50.0, PMPJPE=50.0),
+             "Optis (scores > τ)": dict(MPJPE=49.0, NMPJPE=50.0, PMPJPE=50.0)}
     wd = os.path.join(root, name)
     os.makedirs(os.path.join(wd, "report"))
     with open(os.path.join(wd, "report", "report.json"), "w") as f:
@@ -33,6 +35,8 @@ def test_mean_spread_and_change_match_numpy(tmp_path, capsys):
     # The change is averaged per run (-10%, -5%, 0%), not taken between the means.
     assert e["change_percent"]["MPJPE"] == pytest.approx(-5.0)
     assert agg["table1"]["Optimisations (all)"]["change_percent"]["MPJPE"] == pytest.approx(-10.0)
+    # Confident joints are compared with the predictions of the same joints, not with all.
+    assert agg["table1"]["Optis (scores > τ)"]["change_percent"]["MPJPE"] == pytest.approx(-2.0)
     assert agg["seeds"] == [0, 1, 2]
     seeds.run(wds, str(tmp_path / "out"))
     out = capsys.readouterr().out
