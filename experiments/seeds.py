@@ -83,8 +83,8 @@ def markdown(agg: dict[str, Any]) -> str:
     """Tables of mean +- std (min..max) per metric, and the mean change against the first row."""
     lines = [f"Protocol {agg['protocol']}, {agg['runs']} runs (seeds "
              f"{', '.join(map(str, agg['seeds']))}): mean +- sample std (min..max), mm; "
-             "change: mean over runs of the relative change of MPJPE against the baseline (Table 3) or "
-             "the raw predictions of the same joints (Table 1).", ""]
+             "change: mean over runs of the relative change of MPJPE against the baseline "
+             "(Table 3) or the raw predictions of the same joints (Table 1).", ""]
     for table in TABLES:
         if table not in agg:
             continue
