@@ -101,7 +101,6 @@ def markdown(agg: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-flags.DEFINE_string("out", "", "Directory for seeds.md and seeds.json (empty: print only).")
 
 
 def run(workdirs: Sequence[str], out: str = "") -> dict[str, Any]:
@@ -123,4 +122,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
+    flags.DEFINE_string("out", "", "Directory for seeds.md and seeds.json (empty: print only).")
     app.run(main)

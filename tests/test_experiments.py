@@ -98,6 +98,32 @@ def test_bone_lengths_are_per_video(quick_run):
     assert len({tuple(np.round(m, 3)) for m in medians}) > 1  # videos get their own lengths
 
 
+def test_diagnostics_match_numpy(quick_run, quick_config):
+    from experiments import diagnose
+    workdir = Workdir(quick_run, quick_config)
+    det = diagnose.detector_errors(quick_config, workdir, frames=8)
+    assert set(det) == {"own_training_set", "labelled", "validation"}
+    for split in det.values():
+        assert 0 <= split["pck_1px"] <= split["pck_2px"] <= 1 and split["error_px"] >= 0
+    with np.load(os.path.join(quick_run, "predict", "predictions.npz")) as f:
+        preds = {k: f[k] for k in f.files}
+    out = diagnose.completion_checks(quick_config, preds, [0.0, 1.0], every=1)
+    # The moving average, recomputed per video with NumPy.
+    smooth = preds["pred"].astype(np.float64).copy()
+    for vid in np.unique(preds["sequence_id"]):
+        rows = np.flatnonzero(preds["sequence_id"] == vid)
+        rows = rows[np.argsort(preds["frame_index"][rows])]
+        for i in range(1, len(rows) - 1):
+            smooth[rows[i]] = preds["pred"][rows[i - 1:i + 2]].astype(np.float64).mean(0)
+    err = np.linalg.norm(smooth - preds["gt"], axis=-1).mean()
+    assert out["moving_average_mpjpe"] == pytest.approx(err, rel=1e-4)
+    # tau 0: every joint with a positive score is confident; tau 1: none, nothing to complete.
+    assert out["taus"]["0"]["share_confident"] == pytest.approx(np.mean(preds["confidence"] > 0))
+    assert out["taus"]["1"]["share_confident"] == 0.0
+    assert out["taus"]["1"]["completed_mpjpe"] == pytest.approx(out["predictions_mpjpe"],
+                                                                rel=1e-5)
+
+
 def test_second_run_skips_every_stage(quick_run, quick_config, capsys):
     main.run(quick_config, quick_run, "all")
     out = capsys.readouterr().out

@@ -1,0 +1,125 @@
+"""Diagnostics of a finished run: how good the 2D detector is, and what the completion can do.
+
+    python -m experiments.diagnose --workdir=runs/demo_s1 [--taus=0.7,0.2,0.16] [--every=8]
+
+Prints JSON (and writes `<workdir>/diagnose.json`):
+- detector: 2D argmax error of the pretrained detector (heatmap px) and PCK at 1 and 2 px on the
+  first `--frames` frames of its own training set, of the labelled subjects and of validation
+  (equal errors on training and validation frames mean the detector underfits);
+- completion: on every `--every`-th unlabelled video, for each tau, the share of confident joints,
+  the MPJPE of the raw predictions, of the completion (Eq. 1) and of linear interpolation, and
+  the error of the unconfident entries before and after completion;
+- moving_average: the MPJPE of the raw predictions averaged over 3 frames (a smoother that also
+  moves the confident entries, which Eq. 1 holds exactly).
+Works on the embedded dataset's protocols (it reads the `pretrain2d` split).
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+from absl import app, flags
+
+from experiments import common, stages
+from experiments.workdir import Workdir
+from hourglass_jax import export, geometry, metrics, predictor
+from hourglass_jax.data import pipeline
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags() -> None:
+    # Defined only when run as a program: importing this module next to experiments.main (which
+    # has its own --workdir) must not clash.
+    flags.DEFINE_string("workdir", None, "A work directory with pretrain2d and predict done.")
+    flags.DEFINE_string("taus", "0.7,0.2", "Comma-separated confidence thresholds to try.")
+    flags.DEFINE_integer("every", 8, "Use every n-th unlabelled video for the completion check.")
+    flags.DEFINE_integer("frames", 512, "Frames per split for the detector check.")
+
+
+def detector_errors(config, workdir: Workdir, frames: int) -> dict[str, Any]:
+    """2D argmax error (heatmap px) and PCK@1/2 px of the pretrained detector per split."""
+    module, cfg, variables = export.load_model(workdir.require("pretrain2d", stages.MODEL_DIR),
+                                               bn_axis_name=None)
+    spec = predictor.volume_spec(cfg)
+    heatmaps = jax.jit(lambda v, x: module.apply(v, x, train=False)[0][-1])
+    srcs = common.sources(config)
+    out = {}
+    for name, split, subjects in (("own_training_set", "pretrain2d", None),
+                                  ("labelled", "train", config.data.labelled_subjects),
+                                  ("validation", "validation", config.data.validation_subjects)):
+        batch = next(pipeline.eval_batches(srcs[split], frames, subjects=subjects))
+        hm = np.asarray(heatmaps(variables, batch["image"]))[batch["mask"]]
+        n, h, w, j = hm.shape
+        flat = hm.reshape(n, h * w, j).argmax(1)
+        xy = np.stack([flat % w, flat // w], -1)
+        gt = np.asarray(geometry.crop_px_to_heatmap(batch["pose2d"][batch["mask"]], spec))
+        err = np.linalg.norm(xy - gt, axis=-1)
+        out[name] = {"frames": int(n), "error_px": float(err.mean()),
+                     "pck_1px": float((err < 1).mean()), "pck_2px": float((err < 2).mean())}
+    return out
+
+
+def _videos(preds: dict[str, np.ndarray]):
+    for vid in np.unique(preds["sequence_id"]):
+        rows = np.flatnonzero(preds["sequence_id"] == vid)
+        yield rows[np.argsort(preds["frame_index"][rows])]
+
+
+def completion_checks(config, preds: dict[str, np.ndarray], taus: Sequence[float],
+                      every: int) -> dict[str, Any]:
+    """Completion vs interpolation vs a 3-frame moving average on a subset of the videos."""
+    keep = np.isin(preds["sequence_id"], np.unique(preds["sequence_id"])[::every])
+    preds = {k: v[keep] for k, v in preds.items()}
+    pred, gt = preds["pred"], preds["gt"]
+    smooth = pred.copy()
+    for rows in _videos(preds):
+        p = pred[rows]
+        if len(rows) > 2:
+            smooth[rows[1:-1]] = (p[:-2] + p[1:-1] + p[2:]) / 3.0
+    raw_err = np.linalg.norm(pred - gt, axis=-1)
+    out = {"videos": int(len(np.unique(preds["sequence_id"]))), "frames": int(len(pred)),
+           "predictions_mpjpe": float(raw_err.mean()),
+           "moving_average_mpjpe": float(metrics.mpjpe(smooth, gt).mean()), "taus": {}}
+    for tau in taus:
+        done, interp, observed, _ = stages.complete_videos(
+            preds, tau, stages.solver_config(config), config.complete.max_window)
+        err = np.linalg.norm(done - gt, axis=-1)
+        out["taus"][f"{tau:g}"] = {
+            "share_confident": float(observed.mean()),
+            "completed_mpjpe": float(err.mean()),
+            "interpolation_mpjpe": float(metrics.mpjpe(interp, gt).mean()),
+            "confident_error": float(raw_err[observed].mean()) if observed.any() else None,
+            "unconfident_error_before": float(raw_err[~observed].mean()) if (~observed).any()
+            else None,
+            "unconfident_error_after": float(err[~observed].mean()) if (~observed).any()
+            else None}
+    return out
+
+
+def main(argv: Sequence[str]) -> None:
+    del argv
+    wd_path = FLAGS.workdir
+    if not wd_path or not os.path.exists(os.path.join(wd_path, "config.json")):
+        raise ValueError(f"--workdir={wd_path!r} is not a work directory (no config.json)")
+    with open(os.path.join(wd_path, "config.json")) as f:
+        config = ml_collections.ConfigDict(json.load(f))
+    workdir = Workdir(wd_path, config)
+    preds = stages._load_npz(workdir.require("predict", "predictions.npz"))
+    taus = [float(t) for t in FLAGS.taus.split(",") if t]
+    result = {"workdir": wd_path,
+              "detector": detector_errors(config, workdir, FLAGS.frames),
+              "completion": completion_checks(config, preds, taus, FLAGS.every)}
+    text = json.dumps(result, indent=2)
+    print(text)
+    with open(os.path.join(wd_path, "diagnose.json"), "w") as f:
+        f.write(text + "\n")
+
+
+if __name__ == "__main__":
+    _define_flags()
+    app.run(main)
