@@ -101,6 +101,39 @@ def scenes(config: ml_collections.ConfigDict) -> dict[str, tuple[str, ...]]:
     return out
 
 
+# Which dataset each stage reads: a role of `selection`, "labelled" (data.dataset) or "pretrain"
+# (data.pretrain_dataset, else data.dataset).
+_STAGE_READS: dict[str, tuple[str, ...]] = {
+    "pretrain2d": ("pretrain",), "train3d": ("labelled",), "predict": ("unlabelled",),
+    "finetune": ("unlabelled",), "evaluate": ("validation",)}
+
+
+def required_datasets(config: ml_collections.ConfigDict, stages: Sequence[str]) -> list[str]:
+    """The datasets `stages` will read, in stage order, each once."""
+    names: list[str] = []
+    for stage in stages:
+        for role in _STAGE_READS.get(stage, ()):
+            if role == "pretrain":
+                if config.pretrain2d.get("import_checkpoint", ""):
+                    continue  # the detector comes from a PyTorch checkpoint: no 2D set is read
+                name = config.data.get("pretrain_dataset", "") or config.data.dataset
+            elif role == "labelled":
+                name = config.data.dataset
+            else:
+                name = _field(config, role, "dataset") or config.data.dataset
+            if str(name) not in names:
+                names.append(str(name))
+    return names
+
+
+def check_prepared(config: ml_collections.ConfigDict, stages: Sequence[str]) -> None:
+    """ValueError (saying how to prepare it) for the first real dataset that `stages` will read
+    and that is not prepared: a run stops before its first stage, not hours into it."""
+    from hourglass_jax.data import realdata
+    for name in required_datasets(config, stages):
+        realdata.require_prepared(name, common.data_dir(config), config.data.builder_config)
+
+
 def selection(config: ml_collections.ConfigDict, role: str) -> Selection:
     """The videos of `role` ("unlabelled" or "validation"; module docstring for the fields).
 

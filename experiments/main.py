@@ -14,7 +14,7 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from experiments import common, configs
+from experiments import common, configs, datasets
 from experiments import stages as stages_lib
 from experiments.workdir import Workdir, parse_stages
 
@@ -33,6 +33,9 @@ def run(config, workdir_path: str, stage_spec: str = "all") -> Workdir:
     """Runs the asked stages in pipeline order; returns the work directory."""
     wanted = parse_stages(stage_spec)
     stages_lib.check_supported(config)
+    # Every dataset the pending stages read must be prepared before the first stage starts.
+    datasets.check_prepared(config, [s for s in wanted if not os.path.exists(
+        os.path.join(workdir_path, s, "DONE.json"))])
     workdir = Workdir(workdir_path, config)
     for stage in wanted:
         if workdir.is_done(stage):

@@ -371,3 +371,19 @@ def test_table7_rows_by_scene_and_setting():
         del s["per_scene"]
     with pytest.raises(ValueError, match="no setting has per_scene errors"):
         report.table7(results)
+
+
+def test_a_run_stops_before_its_first_stage_when_a_later_dataset_is_missing(tmp_path):
+    # H36M -> 3DHP with H36M and MPII "prepared" nowhere: the run names the first missing
+    # dataset before training anything, and asks for each dataset only the stages that read it.
+    config = configs.get_protocol_config("mpi3dhp_cross_h36m")
+    config.data.data_dir = str(tmp_path / "tfds")
+    assert datasets.required_datasets(config, ["pretrain2d", "train3d", "predict", "complete",
+                                               "finetune", "evaluate"]) == [
+        "mpii", "h36m", "mpi_inf_3dhp"]
+    assert datasets.required_datasets(config, ["predict", "evaluate"]) == ["mpi_inf_3dhp"]
+    config.pretrain2d.import_checkpoint = "hourglass.pth"  # no 2D set is read then
+    assert datasets.required_datasets(config, ["pretrain2d"]) == []
+    with pytest.raises(ValueError, match="h36m/full is not prepared"):
+        main.run(config, str(tmp_path / "w"), "train3d,predict,complete,finetune,evaluate")
+    assert not (tmp_path / "w").exists()  # nothing started
