@@ -44,13 +44,16 @@ def _diff_matrix(valid: np.ndarray, dtype) -> np.ndarray:
 
 
 def solve(S, mask, X0, config: CompletionConfig = CompletionConfig(), valid=None,
-          dtype=np.float64) -> ReferenceResult:
+          dtype=np.float64, lambda_o: float | None = None) -> ReferenceResult:
     """Eq. 1 by inexact ALM on (3P, F) matrices; same updates and stop rule as `completion.solve`.
 
     Args:
       S: (R, F) data, used where mask is True. mask: (R, F) bool. X0: (R, F) initial X, X#.
       config: CompletionConfig. valid: optional (F,) bool (False = padding frame).
       dtype: float type of all the arithmetic.
+      lambda_o: None (Eq. 1: P_Omega(X) = P_Omega(S) held exactly), or the weight of a soft
+        data term lambda_o / 2 ||P_Omega(X - S)||^2 replacing that constraint (an experiment,
+        `experiments/soft_fidelity_probe.py`; the JAX solver has no such option).
     """
     config.validate()
     s = np.where(mask, np.asarray(S, dtype), 0.0).astype(dtype)
@@ -93,6 +96,10 @@ def solve(S, mask, X0, config: CompletionConfig = CompletionConfig(), valid=None
         rhs = mu * xs - y3 + (mu * e - y1) @ ib.T
         x = s.copy()  # observed entries = S, the rest 0 until solved
         for k in range(r):
+            if lambda_o is not None:  # soft data term: every frame free, pulled towards S
+                w = lambda_o * (mask[k] & valid)
+                x[k] = np.linalg.solve(m + np.diag(w), rhs[k] + w * s[k]) * vf
+                continue
             h = ~mask[k] & valid
             if h.any():
                 o = ~h
@@ -113,13 +120,14 @@ def solve(S, mask, X0, config: CompletionConfig = CompletionConfig(), valid=None
 
 
 def complete(poses, observed, config: CompletionConfig = CompletionConfig(),
-             dtype=np.float64) -> ReferenceResult:
+             dtype=np.float64, lambda_o: float | None = None) -> ReferenceResult:
     """Reference of `completion.complete`: (F, P, 3) poses, (F, P[, 3]) bool mask.
 
     Same normalisation (centre per axis, one RMS scale over observed entries, at least a tenth
     of the RMS over all finite entries), same start
     (unknown entries by linear interpolation over time of the finite ones). X and E are returned
-    as (F, P, 3) in the input's units; X_sharp, B, C stay normalised matrices.
+    as (F, P, 3) in the input's units; X_sharp, B, C stay normalised matrices. `lambda_o`: as in
+    `solve` (with it, the observed entries are not reset to the input).
     """
     p_in = np.asarray(poses, dtype)
     f, p, _ = p_in.shape
@@ -146,8 +154,9 @@ def complete(poses, observed, config: CompletionConfig = CompletionConfig(),
     for k in range(s_m.shape[0]):
         if known_m[k].any():
             x0[k] = np.interp(t, t[known_m[k]], s_m[k, known_m[k]])
-    out = solve(np.where(obs_m, s_m, 0.0), obs_m, x0, config, dtype=dtype)
+    out = solve(np.where(obs_m, s_m, 0.0), obs_m, x0, config, dtype=dtype, lambda_o=lambda_o)
     x = out.X.T.reshape(f, p, 3) * scale + centre
-    x = np.where(obs, p_in, x)
+    if lambda_o is None:  # the exact constraint: observed entries are the input's, bit for bit
+        x = np.where(obs, p_in, x)
     e = out.E.T.reshape(f, p, 3) * scale
     return out._replace(X=x, E=e)

@@ -101,6 +101,11 @@ def scenes(config: ml_collections.ConfigDict) -> dict[str, tuple[str, ...]]:
     return out
 
 
+def _dataset_of(config: ml_collections.ConfigDict, role: str) -> str:
+    """The dataset of a role's videos: data.<role>_dataset, else the experiment's."""
+    return str(_field(config, role, "dataset") or config.data.dataset)
+
+
 # Which dataset each stage reads: a role of `selection`, "labelled" (data.dataset) or "pretrain"
 # (data.pretrain_dataset, else data.dataset).
 _STAGE_READS: dict[str, tuple[str, ...]] = {
@@ -120,7 +125,7 @@ def required_datasets(config: ml_collections.ConfigDict, stages: Sequence[str]) 
             elif role == "labelled":
                 name = config.data.dataset
             else:
-                name = _field(config, role, "dataset") or config.data.dataset
+                name = _dataset_of(config, role)
             if str(name) not in names:
                 names.append(str(name))
     return names
@@ -142,7 +147,7 @@ def selection(config: ml_collections.ConfigDict, role: str) -> Selection:
     """
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; valid: {', '.join(ROLES)}")
-    dataset = str(_field(config, role, "dataset") or config.data.dataset)
+    dataset = _dataset_of(config, role)
     split = str(_field(config, role, "split") or ROLES[role])
     subjects = _names(config, role, "subjects")
     actions = _names(config, role, "actions")

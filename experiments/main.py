@@ -16,7 +16,7 @@ from ml_collections import config_flags
 
 from experiments import common, configs, datasets
 from experiments import stages as stages_lib
-from experiments.workdir import Workdir, parse_stages
+from experiments.workdir import Workdir, parse_stages, stage_done
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, e.g. experiments/configs/subject_s1.py.")
@@ -34,8 +34,7 @@ def run(config, workdir_path: str, stage_spec: str = "all") -> Workdir:
     wanted = parse_stages(stage_spec)
     stages_lib.check_supported(config)
     # Every dataset the pending stages read must be prepared before the first stage starts.
-    datasets.check_prepared(config, [s for s in wanted if not os.path.exists(
-        os.path.join(workdir_path, s, "DONE.json"))])
+    datasets.check_prepared(config, [s for s in wanted if not stage_done(workdir_path, s)])
     workdir = Workdir(workdir_path, config)
     for stage in wanted:
         if workdir.is_done(stage):

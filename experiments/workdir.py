@@ -32,6 +32,12 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def stage_done(path: str, stage: str) -> bool:
+    """Whether the work directory at `path` holds `stage`'s DONE.json marker (without binding a
+    Workdir to a config, which would create the directory)."""
+    return os.path.exists(os.path.join(path, stage, "DONE.json"))
+
+
 class Workdir:
     """A work directory bound to one config; refuses to mix outputs of different configs."""
 
@@ -71,7 +77,7 @@ class Workdir:
         return os.path.join(self.stage_dir(stage), name)
 
     def is_done(self, stage: str) -> bool:
-        return os.path.exists(os.path.join(self.path, stage, "DONE.json"))
+        return stage_done(self.path, stage)
 
     def mark_done(self, stage: str, info: Mapping[str, Any] | None = None) -> None:
         tmp = self.file(stage, "DONE.json.tmp")
