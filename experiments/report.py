@@ -38,6 +38,7 @@ SETTING_LABELS: dict[str, str] = {
     "weighted": "+ weighted fidelity",
     "bone": "+ bone consistency (full method)",
     "interp": "interpolation supervision (control)",
+    "labelled": "labelled ground truth only (control)",
 }
 FULL_METHOD = "bone"
 TAU = "\u03c4"

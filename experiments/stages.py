@@ -317,7 +317,40 @@ SETTINGS: dict[str, tuple[str, bool, bool]] = {
     "weighted": ("completed", True, False),
     "bone": ("completed", True, True),
     "interp": ("interp", False, False),
+    "labelled": ("ground_truth", False, False),  # control: the labelled split, no pseudo-label
 }
+
+
+class GroundTruthLabels:
+    """The fields fine-tuning adds to a labelled record (a grain-safe callable): confidence 1
+    for every joint and the bone lengths of its own true pose, so the `labelled` control trains
+    with exactly the loss function of the pseudo-label settings."""
+
+    def __call__(self, sample: dict) -> dict:
+        out = dict(sample)
+        out["confidence"] = np.ones(sample["pose3d"].shape[0], np.float32)
+        out["bone_lengths"] = skeleton.bone_lengths(
+            np.asarray(sample["pose3d"], np.float64)).astype(np.float32)
+        return out
+
+
+def finetune_pipeline(config: ml_collections.ConfigDict, setting: str,
+                      labels: dict[str, np.ndarray]) -> pipeline.TrainPipeline:
+    """The training records of one fine-tuning setting: the unlabelled videos relabelled with
+    its pseudo-labels, or (the `labelled` control) the labelled split train3d read, with its
+    ground truth."""
+    c = config.finetune
+    target, weighted, _ = SETTINGS[setting]
+    if target == "ground_truth":
+        return pipeline.TrainPipeline(
+            common.sources(config)["train"], global_batch_size=c.batch_size,
+            seed=config.seed + 1, relabel=GroundTruthLabels(),
+            **_filters(config.data.labelled_subjects, config.data.labelled_actions))
+    sel = datasets.selection(config, "unlabelled")
+    return pipeline.TrainPipeline(
+        sel.source, global_batch_size=c.batch_size, seed=config.seed + 1,
+        relabel=PseudoLabels(labels, target, weighted),
+        **_filters(sel.subjects, sel.actions))
 
 
 class PseudoLabels:
@@ -380,7 +413,6 @@ def finetune(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
         raise ValueError(f"unknown finetune setting(s) {unknown}; valid: {', '.join(SETTINGS)}")
     labels = _load_npz(workdir.require("complete", "pseudo_labels.npz"))
     baseline = workdir.require("train3d", MODEL_DIR)
-    sel = datasets.selection(config, "unlabelled")
     info = {}
     for setting in c.settings:
         stage_dir = os.path.join(workdir.stage_dir("finetune"), setting)
@@ -388,21 +420,20 @@ def finetune(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
         if os.path.exists(os.path.join(model_path, "model_config.json")):
             print(f"  finetune/{setting}: done already, skipped", flush=True)
             continue
-        target, weighted, bones = SETTINGS[setting]
+        _, _, bones = SETTINGS[setting]
         module, cfg, variables = export.load_model(baseline)
         spec = predictor.volume_spec(cfg)
-        pipe = pipeline.TrainPipeline(
-            sel.source, global_batch_size=c.batch_size, seed=config.seed + 1,
-            relabel=PseudoLabels(labels, target, weighted),
-            **_filters(sel.subjects, sel.actions))
-        steps = finetune_steps(config, len(pipe.indices))
+        pipe = finetune_pipeline(config, setting, labels)
+        # Every setting, the control included, runs the steps the unlabelled frames ask for.
+        steps = finetune_steps(config, len(labels["index"]))
         tx = _optimizer(c, steps, frozen=("detector",))
         init = create_train_state(module, tx, config.seed,
                                   jnp.zeros((1, cfg.input_size, cfg.input_size, 3)), train=False)
         init = init.replace(params=common.to_jnp(variables["params"]),
                             batch_stats=common.to_jnp(variables["batch_stats"]))
-        print(f"  finetune/{setting}: {steps} steps on {len(pipe.indices)} pseudo-labelled "
-              f"frames", flush=True)
+        kind = "labelled" if setting == "labelled" else "pseudo-labelled"
+        print(f"  finetune/{setting}: {steps} steps on {len(pipe.indices)} {kind} frames",
+              flush=True)
         state = _train(config, stage_dir, module,
                        finetune_loss_fn(spec, config.model.softargmax_k, c.tau,
                                         c.gamma if bones else 0.0),

@@ -45,6 +45,27 @@ def test_every_stage_writes_its_outputs(quick_run):
         assert set(res["per_subject"]) == {"S9", "S11"}
 
 
+def test_labelled_control_trains_on_the_labelled_ground_truth(quick_run, quick_config):
+    """The `labelled` control reads only the labelled split, keeps its true poses, and carries
+    confidence 1 and the bone lengths of those poses; the pseudo-label settings read only the
+    unlabelled videos."""
+    with np.load(os.path.join(quick_run, "complete", "pseudo_labels.npz")) as f:
+        labels = {k: f[k] for k in f.files}
+    control = stages.finetune_pipeline(quick_config, "labelled", labels)
+    pseudo = stages.finetune_pipeline(quick_config, "bone", labels)
+    from hourglass_jax.data import pipeline
+    for pipe, subjects in ((control, quick_config.data.labelled_subjects),
+                           (pseudo, quick_config.data.unlabelled_subjects)):
+        meta = pipeline.read_metadata(mocap_render.load("tiny", quick_config.data.data_dir)["train"])
+        assert set(meta.subject[pipe.indices].tolist()) == set(subjects)
+    batch = control.batch_at(0)
+    np.testing.assert_array_equal(batch["confidence"], 1.0)
+    # Augmentation rotates and mirrors the pose; bone lengths survive both.
+    np.testing.assert_allclose(batch["bone_lengths"],
+                               skeleton.bone_lengths(batch["pose3d"].astype(np.float64)),
+                               rtol=1e-4, atol=0.05)
+
+
 def test_pseudo_labels_are_what_the_solver_returns(quick_run, quick_config):
     with np.load(os.path.join(quick_run, "complete", "pseudo_labels.npz")) as f:
         labels = {k: f[k] for k in f.files}

@@ -16,7 +16,10 @@ VALIDATION_SUBJECTS = ("S9", "S11")
 #   weighted:  + weighted fidelity, Eq. 3-4
 #   bone:      + bone-length consistency, Eq. 2 and 5 (the full method)
 #   interp:    L2 on predictions gap-filled by linear interpolation of the confident entries (control)
-LOSS_SETTINGS = ("original", "optimised", "weighted", "bone", "interp")
+#   labelled:  the labelled split's ground truth with the same loss, steps and rate: no pseudo-label
+#              at all (control). It measures what fine-tuning gains from continued training and
+#              from the coordinate loss alone, which the other rows include too.
+LOSS_SETTINGS = ("original", "optimised", "weighted", "bone", "interp", "labelled")
 
 
 def get_base_config() -> ml_collections.ConfigDict:
