@@ -52,8 +52,9 @@ def solve(S, mask, X0, config: CompletionConfig = CompletionConfig(), valid=None
       config: CompletionConfig. valid: optional (F,) bool (False = padding frame).
       dtype: float type of all the arithmetic.
       lambda_o: None (Eq. 1: P_Omega(X) = P_Omega(S) held exactly), or the weight of a soft
-        data term lambda_o / 2 ||P_Omega(X - S)||^2 replacing that constraint (an experiment,
-        `experiments/soft_fidelity_probe.py`; the JAX solver has no such option).
+        data term lambda_o / 2 ||P_Omega(X - S)||^2 replacing that constraint (the oracle of the
+        JAX solver's `CompletionConfig.lambda_o` > 0; this argument, not the config field, is
+        what selects it here).
     """
     config.validate()
     s = np.where(mask, np.asarray(S, dtype), 0.0).astype(dtype)
