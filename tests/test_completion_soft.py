@@ -68,6 +68,8 @@ def test_jax_float32_equals_float64_reference(lambda_o, per_coordinate):
     # The soft term lets the confident entries move: they are returned as solved.
     obs3 = _obs3(observed, poses.shape)
     assert np.abs(got.X - poses)[obs3].max() > 1.0  # mm
+    # The reference reads config.lambda_o too when its argument is not given.
+    np.testing.assert_array_equal(ref.complete(poses, observed, cfg).X, want.X)
 
 
 def test_jax_float64_equals_reference_on_matrices_with_padding():
