@@ -22,6 +22,14 @@ one iteration updates, in this order (each the exact minimiser with the others f
 and stops early when the three relative primal residuals are all below `tol`:
 ||X - XB - E||_F / ||P_Omega(S)||_F, ||B - C||_F / sqrt(F_valid), ||X - X#||_F / ||P_Omega(S)||_F.
 
+Soft data term (CompletionConfig.lambda_o > 0, our extension, not the paper's): the constraint
+P_Omega(X) = P_Omega(S) is replaced by lambda_o/2 ||P_Omega(X - S)||_F^2 in the objective, so the
+confident entries can lose their noise. Only the X step changes: every frame is free and each
+row k solves the full F x F system (M + lambda_o diag(w_k)) x_k = R_k + lambda_o w_k * s_k,
+w_k the row's observed-and-valid indicator (one Cholesky factor per joint for a per-joint mask,
+per row otherwise; no packed slots). The returned X keeps its solved values at the observed
+entries, and `objective` stays the Eq. 1 terms (without the data term), as in the reference.
+
 Who validates: `complete` (host-side wrapper) checks shapes and the config always, and the
 values (NaN in observed entries, nothing observed) whenever its inputs are concrete arrays;
 `validate_inputs` does the same checks on its own. `solve` and `complete_core` are the pure,
@@ -49,7 +57,7 @@ from completion.config import CompletionConfig
 class SolveResult(NamedTuple):
     """Output of `solve` on the paper's matrices (R = 3P rows, F frames)."""
 
-    X: jax.Array            # (R, F) completed matrix; observed entries equal S
+    X: jax.Array            # (R, F) completed matrix; observed entries equal S if lambda_o = 0
     X_sharp: jax.Array      # (R, F) low-rank auxiliary X#
     E: jax.Array            # (R, F) sparse error of X = XB + E
     B: jax.Array            # (F, F) self-representation coefficients
@@ -57,13 +65,13 @@ class SolveResult(NamedTuple):
     iterations: jax.Array   # () int32, ALM iterations run
     converged: jax.Array    # () bool, all residuals <= tol before max_iters
     residuals: jax.Array    # (3,) relative primal residuals (X - XB - E, B - C, X - X#)
-    objective: jax.Array    # () value of the Eq. 1 objective at (X#, X, C, E)
+    objective: jax.Array    # () Eq. 1 objective at (X#, X, C, E) (no soft data term)
 
 
 class CompletionResult(NamedTuple):
     """Output of `complete`, in the input's units (mm for poses)."""
 
-    X: jax.Array            # (F, P, 3) completed poses; observed entries equal the input
+    X: jax.Array            # (F, P, 3) completed poses; observed entries = input if lambda_o = 0
     E: jax.Array            # (F, P, 3) sparse error term, same units
     iterations: jax.Array   # () int32
     converged: jax.Array    # () bool
@@ -86,6 +94,7 @@ def _alm(s: jax.Array, mask: jax.Array, x0: jax.Array, valid: jax.Array,
          cfg: CompletionConfig, group: int = 1, max_free: int | None = None) -> SolveResult:
     # group: consecutive rows sharing one observed mask (3 = x, y, z of a joint), static.
     # max_free: static bound on any group's unobserved valid frames (None: F); see free_slots.
+    # Ignored with the soft data term (cfg.lambda_o > 0): every frame is free there.
     dtype = s.dtype
     r, f = s.shape
     vf = valid.astype(dtype)
@@ -99,9 +108,15 @@ def _alm(s: jax.Array, mask: jax.Array, x0: jax.Array, valid: jax.Array,
     norm_b = jnp.sqrt(jnp.maximum(jnp.sum(vf), 1.0))
     zeros_rf = jnp.zeros((r, f), dtype)
     zeros_ff = jnp.zeros((f, f), dtype)
-    free = ~mask[::group] & valid[None, :]  # (R / group, F) entries the X step may change
-    # Loop-invariant: where each group's free frames are (the X step's gather/scatter pattern).
-    index = ops.free_index(free, None if max_free is None else min(max_free, f))
+    soft = cfg.lambda_o > 0  # static: which X step is compiled
+    if soft:
+        # (R / group, F) data-term weights; zero on padding, whose rows of M are 2 mu I with a
+        # zero right-hand side, so padded frames solve to exactly 0 as in the exact step.
+        weight = cfg.lambda_o * (mask[::group] & valid[None, :]).astype(dtype)
+    else:
+        free = ~mask[::group] & valid[None, :]  # (R / group, F) entries the X step may change
+        # Loop-invariant: where each group's free frames are (the X step's gather/scatter).
+        index = ops.free_index(free, None if max_free is None else min(max_free, f))
 
     def cond(state):
         it, res = state[-2], state[-1]
@@ -121,10 +136,13 @@ def _alm(s: jax.Array, mask: jax.Array, x0: jax.Array, valid: jax.Array,
         i_b = eye - b
         m = 2.0 * cfg.lambda_d * lap + mu * (i_b @ i_b.T) + mu * eye
         rhs_x = mu * xs - y3 + (mu * e - y1) @ i_b.T
-        # Exact minimiser with P_Omega(X) = P_Omega(S) held (solving without the constraint and
-        # then resetting the observed entries is not: it biased the completions, measured on
-        # mocap, docs/completion.md). Padding frames are held at 0.
-        x = ops.constrained_spd_solve_right(rhs_x, m, free, s, index) * vf
+        if soft:  # minimiser with the data term: all frames free, pulled towards S on Omega
+            x = ops.weighted_spd_solve_right(rhs_x, m, weight, s) * vf
+        else:
+            # Exact minimiser with P_Omega(X) = P_Omega(S) held (solving without the constraint
+            # and then resetting the observed entries is not: it biased the completions,
+            # measured on mocap, docs/completion.md). Padding frames are held at 0.
+            x = ops.constrained_spd_solve_right(rhs_x, m, free, s, index) * vf
         r1 = x - x @ b - e
         r2 = b - c
         r3 = x - xs
@@ -162,6 +180,13 @@ def free_slots(free) -> int:
     return int(min(f, max(1, -(-most // _SLOT_MULTIPLE) * _SLOT_MULTIPLE)))
 
 
+def x_step_slots(free, config: CompletionConfig) -> int | None:
+    """The static `max_free` for a concrete free mask (..., F): `free_slots(free)` for the exact
+    X step; None (all F frames) with the soft data term, where every frame is free, so masks
+    with different unobserved counts share one compiled program."""
+    return None if config.lambda_o > 0 else free_slots(free)
+
+
 @functools.partial(jax.jit, static_argnames=("config", "max_free"))
 def _solve_jit(S, mask, X0, config, valid, max_free):
     dtype = jnp.result_type(S.dtype, jnp.float32)
@@ -179,11 +204,13 @@ def solve(S: jax.Array, mask: jax.Array, X0: jax.Array,
     Works on the matrices as given: use `complete` for poses in mm (it normalises first; the
     default lambdas assume unit-RMS data). With a concrete mask the X step is sized to its
     largest number of unobserved frames per row (`free_slots`); under an outer jit/vmap (traced
-    mask) it uses all F frames: the same result, slower.
+    mask) it uses all F frames: the same result, slower. With config.lambda_o > 0 (soft data
+    term) every frame is free and the X step is always F x F.
 
     Args:
       S: (3P, F) predictions; only the entries where `mask` is True are used.
-      mask: (3P, F) bool, Omega: the observed (confident) entries, held exactly.
+      mask: (3P, F) bool, Omega: the observed (confident) entries, held exactly (or pulled
+        towards S by the soft data term when config.lambda_o > 0).
       X0: (3P, F) initial X and X# (finite everywhere).
       config: static CompletionConfig.
       valid: optional (F,) bool, False for padding frames (see module docstring).
@@ -197,7 +224,7 @@ def solve(S: jax.Array, mask: jax.Array, X0: jax.Array,
     max_free = None
     if _is_concrete(mask, valid):
         v = np.ones(S.shape[1], bool) if valid is None else np.asarray(valid, bool)
-        max_free = free_slots(~np.asarray(mask, bool) & v)
+        max_free = x_step_slots(~np.asarray(mask, bool) & v, config)
     return _solve_jit(S, mask, X0, config, valid, max_free)
 
 
@@ -225,6 +252,7 @@ def complete_core(poses: jax.Array, observed: jax.Array, valid: jax.Array,
       max_free: static, at least the largest number of unobserved valid frames of any joint
         (any row for a per-coordinate mask); `free_slots` computes it from a concrete mask.
         None: F (always enough). Too small a bound gives NaN, never a silently wrong answer.
+        Ignored when config.lambda_o > 0 (the soft X step frees every frame).
     Returns:
       CompletionResult.
     """
@@ -265,7 +293,8 @@ def complete_core(poses: jax.Array, observed: jax.Array, valid: jax.Array,
     x0 = ops.fill_linear(_to_matrix(jnp.where(known, normed, 0.0)), _to_matrix(known), valid)
     res = _alm(s_mat, obs_mat, x0, valid, config, group, max_free)
     x = _from_matrix(res.X, p) * scale + centre
-    x = jnp.where(obs, poses, x)  # observed entries exactly as given (no round trip error)
+    if config.lambda_o == 0:  # exact constraint: observed entries as given (no round trip)
+        x = jnp.where(obs, poses, x)
     x = jnp.where(vmask, x, 0.0)
     e = _from_matrix(res.E, p) * scale
     return CompletionResult(x, e, res.iterations, res.converged, res.residuals, res.objective)
@@ -328,7 +357,8 @@ def complete(poses, observed, config: CompletionConfig = CompletionConfig()) -> 
     Args:
       poses: (F, P, 3) predictions in any units (mm), NaN allowed where there is no prediction.
       observed: (F, P) or (F, P, 3) bool, True where the prediction is confident (score > tau):
-        those entries are held exactly.
+        those entries are held exactly (config.lambda_o = 0) or pulled towards the input by the
+        soft data term (lambda_o > 0; then they are returned as solved, not as given).
       config: CompletionConfig (static under jit).
     Returns:
       CompletionResult with X, E in the input's units.
@@ -344,7 +374,7 @@ def complete(poses, observed, config: CompletionConfig = CompletionConfig()) -> 
     if _is_concrete(poses, observed):
         validate_inputs(poses, observed, config)
         observed = per_joint_if_equal(np.asarray(observed), np.ndim(poses))
-        max_free = free_slots(~np.asarray(observed).swapaxes(0, -1))
+        max_free = x_step_slots(~np.asarray(observed).swapaxes(0, -1), config)
     obs = jnp.asarray(observed)  # (F, P) stays per joint: fewer Cholesky factors
     poses = jnp.asarray(poses)
     valid = jnp.ones((poses.shape[0],), bool)

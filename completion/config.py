@@ -35,6 +35,13 @@ class CompletionConfig:
         unobserved entry from linear interpolation of the observed ones).
       svt: "eigh" (singular value thresholding through the eigendecomposition of the small
         Gram matrix, the fast path) or "svd" (a full SVD).
+      lambda_o: 0 (the default, the paper): the confident entries are held exactly,
+        P_Omega(X) = P_Omega(S). > 0: that constraint is replaced by a soft data term
+        lambda_o / 2 ||P_Omega(X - S)||_F^2 of this weight on the normalised data, so the
+        confident entries may move too. Our extension, not the paper's: the exact constraint
+        copies the confident predictions unchanged and so cannot remove their noise. As
+        lambda_o grows the result tends to the exact one. Costs F x F Cholesky factors in
+        the X step (every frame is free) instead of the packed unobserved-frame slots.
     """
 
     lambda_d: float = 5.0
@@ -48,14 +55,16 @@ class CompletionConfig:
     svt: str = "eigh"
     center: str = "row"
     init: str = "predictions"
+    lambda_o: float = 0.0
 
     def validate(self) -> "CompletionConfig":
         """Raise ValueError naming the first bad field; return self when all are valid."""
-        for name in ("lambda_d", "lambda_c", "lambda_e", "mu0", "rho", "mu_max", "tol"):
+        for name in ("lambda_d", "lambda_c", "lambda_e", "mu0", "rho", "mu_max", "tol",
+                     "lambda_o"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ValueError(f"CompletionConfig.{name} must be a finite number, got {value!r}")
-        for name in ("lambda_d", "lambda_c", "lambda_e"):
+        for name in ("lambda_d", "lambda_c", "lambda_e", "lambda_o"):
             if getattr(self, name) < 0:
                 raise ValueError(f"CompletionConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.mu0 <= 0:

@@ -205,3 +205,32 @@ def constrained_spd_solve_right(rhs: jax.Array, m: jax.Array, free: jax.Array,
     out = jax.vmap(lambda o, t, v: o.at[:, t].set(v, mode="drop"))(
         fixed.reshape(g, k, f), index.target, x)
     return out.reshape(g * k, f)
+
+
+def weighted_spd_solve_right(rhs: jax.Array, m: jax.Array, weight: jax.Array,
+                             target: jax.Array) -> jax.Array:
+    """Minimise sum_r (x_r M x_r^T / 2 - rhs_r x_r^T + ||sqrt(w_r) (x_r - target_r)||^2 / 2).
+
+    The X step with the soft data term (CompletionConfig.lambda_o > 0): no entry is held, every
+    frame is free, and each row r solves the full F x F system
+    (M + diag(w_r)) x_r = rhs_r + w_r * target_r. Rows are grouped as in
+    `constrained_spd_solve_right`: the k rows of a group share one weight row and so one
+    Cholesky factor (the x, y, z rows of a joint when the mask is per joint).
+
+    Args:
+      rhs: (G*k, F); m: (F, F) symmetric positive definite; weight: (G, F) >= 0;
+      target: (G*k, F) values the weights pull towards (ignored where the weight is 0).
+    Returns:
+      (G*k, F) solution.
+    """
+    g, f = weight.shape
+    k = rhs.shape[0] // g
+    eye = jnp.eye(f, dtype=rhs.dtype)
+    mg = m[None] + weight[:, :, None] * eye  # (G, F, F): M + diag(w_g), still SPD
+    w = jnp.repeat(weight, k, axis=0)  # (G*k, F)
+    # Zero weights must not touch the target (it may hold anything there): select, not multiply.
+    b = (rhs + jnp.where(w > 0, w * target, 0.0)).reshape(g, k, f)
+    chol = lax.linalg.cholesky(mg, symmetrize_input=False)  # potrf reads the lower triangle
+    y = lax.linalg.triangular_solve(chol, b, left_side=False, lower=True, transpose_a=True)
+    x = lax.linalg.triangular_solve(chol, y, left_side=False, lower=True)  # (G, k, F)
+    return x.reshape(g * k, f)

@@ -52,10 +52,13 @@ def solve(S, mask, X0, config: CompletionConfig = CompletionConfig(), valid=None
       config: CompletionConfig. valid: optional (F,) bool (False = padding frame).
       dtype: float type of all the arithmetic.
       lambda_o: None (Eq. 1: P_Omega(X) = P_Omega(S) held exactly), or the weight of a soft
-        data term lambda_o / 2 ||P_Omega(X - S)||^2 replacing that constraint (an experiment,
-        `experiments/soft_fidelity_probe.py`; the JAX solver has no such option).
+        data term lambda_o / 2 ||P_Omega(X - S)||^2 replacing that constraint (the oracle of the
+        JAX solver's option). None with config.lambda_o > 0 takes that weight, so one config
+        means the same problem here and in `completion.solve`.
     """
     config.validate()
+    if lambda_o is None and config.lambda_o > 0:
+        lambda_o = config.lambda_o
     s = np.where(mask, np.asarray(S, dtype), 0.0).astype(dtype)
     mask = np.asarray(mask, bool)
     r, f = s.shape
@@ -129,6 +132,8 @@ def complete(poses, observed, config: CompletionConfig = CompletionConfig(),
     as (F, P, 3) in the input's units; X_sharp, B, C stay normalised matrices. `lambda_o`: as in
     `solve` (with it, the observed entries are not reset to the input).
     """
+    if lambda_o is None and config.lambda_o > 0:  # as in `solve`
+        lambda_o = config.lambda_o
     p_in = np.asarray(poses, dtype)
     f, p, _ = p_in.shape
     obs = np.asarray(observed, bool)

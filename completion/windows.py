@@ -17,8 +17,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from completion.alm import (CompletionResult, complete, complete_core, free_slots,
-                            per_joint_if_equal, validate_inputs)
+from completion.alm import (CompletionResult, complete, complete_core, per_joint_if_equal,
+                            validate_inputs, x_step_slots)
 from completion.config import CompletionConfig
 
 
@@ -29,7 +29,7 @@ def _batched(poses, observed, valid, config, max_free):
 
 
 @functools.lru_cache(maxsize=32)
-def _sharded_fn(mesh: Mesh, axis: str, config: CompletionConfig, max_free: int):
+def _sharded_fn(mesh: Mesh, axis: str, config: CompletionConfig, max_free: int | None):
     spec = PartitionSpec(axis)
 
     def local(poses, observed, valid):  # each device solves its own slice of the batch
@@ -57,13 +57,13 @@ def run_padded(poses: np.ndarray, observed: np.ndarray, valid: np.ndarray,
 
     A per-coordinate mask whose x, y, z agree is solved per joint (one Cholesky factor per
     joint), and the X step is sized to the batch's largest count of unobserved frames
-    (`free_slots`): both change the cost, not the result.
+    (`free_slots`; all F frames with the soft data term): both change the cost, not the result.
     """
     n = poses.shape[0]
     observed = per_joint_if_equal(np.asarray(observed, bool), np.ndim(poses))
     valid = np.asarray(valid, bool)
     free = ~observed & valid.reshape(valid.shape + (1,) * (observed.ndim - 2))
-    max_free = free_slots(np.moveaxis(free, 1, -1))
+    max_free = x_step_slots(np.moveaxis(free, 1, -1), config)
     if mesh is None:
         return _batched(jnp.asarray(poses), jnp.asarray(observed), jnp.asarray(valid), config,
                         max_free)
@@ -204,7 +204,8 @@ def complete_long(poses, observed, config: CompletionConfig = CompletionConfig()
     Sequences of at most `window` frames are solved whole (same as `complete`). Longer ones are
     cut into windows of `window` frames overlapping by `overlap`, solved together by the vmapped
     (optionally sharded) solver, and blended with linear cross-fades over the overlaps;
-    observed entries are then reset to the input exactly.
+    observed entries are then reset to the input exactly (not with the soft data term,
+    config.lambda_o > 0, where they are blended like the others).
 
     Args:
       poses: (F, P, 3), NaN allowed where not observed. observed: (F, P) or (F, P, 3) bool.
@@ -232,7 +233,8 @@ def complete_long(poses, observed, config: CompletionConfig = CompletionConfig()
     e_acc = np.zeros(x.shape, np.float64)
     np.add.at(x_acc, idx, w * np.asarray(out.X, np.float64))
     np.add.at(e_acc, idx, w * np.asarray(out.E, np.float64))
-    x_acc = np.where(_obs3(obs, x.shape), x, x_acc)
+    if config.lambda_o == 0:  # exact constraint: observed entries are the input's
+        x_acc = np.where(_obs3(obs, x.shape), x, x_acc)
     return CompletionResult(
         X=jnp.asarray(x_acc.astype(dtype)), E=jnp.asarray(e_acc.astype(dtype)),
         iterations=jnp.max(out.iterations), converged=jnp.all(out.converged),

@@ -4,10 +4,11 @@ Eq. 1 holds the confident entries exactly (P_Omega(X) = P_Omega(S)), so it canno
 noise. This probe replaces that constraint by lambda_o / 2 ||P_Omega(X - S)||_F^2 in the
 objective and measures, on every `--every`-th unlabelled video of a finished run, how the MPJPE
 of all joints and of the confident ones changes. It runs the float64 NumPy reference solver with
-its `lambda_o` option (the JAX solver has no such option yet: see the issue notes).
+its `lambda_o` option, or with `--solver=jax` the float32 JAX solver's
+`CompletionConfig.lambda_o` (all videos in one `complete_batch` call per lambda_o).
 
     python -m experiments.soft_fidelity_probe --workdir=runs/demo_s1 --tau=0.16 \
-        --lambdas=1,3,10,30,100
+        --lambdas=1,3,10,30,100 [--solver=jax]
 
 The X step becomes, per row k of X (3P rows, F frames): (M + lambda_o diag(w_k)) x_k =
 rhs_k + lambda_o w_k * s_k, with M and rhs those of the exact step and w_k the row's
@@ -23,8 +24,10 @@ from typing import Sequence
 import numpy as np
 from absl import app, flags
 
-from completion import reference
+from completion import complete_batch, reference
 from completion.config import CompletionConfig
+
+SOLVERS = ("reference", "jax")
 
 
 def complete_soft(poses: np.ndarray, observed: np.ndarray, config: CompletionConfig,
@@ -34,25 +37,37 @@ def complete_soft(poses: np.ndarray, observed: np.ndarray, config: CompletionCon
     return reference.complete(poses, observed, config, lambda_o=lambda_o).X
 
 
+def complete_soft_many(poses: Sequence[np.ndarray], observed: Sequence[np.ndarray],
+                       config: CompletionConfig, lambda_o: float,
+                       solver: str = "reference") -> list[np.ndarray]:
+    """`complete_soft` of each (F_i, P, 3) video: one by one with the reference solver, or all in
+    one padded `complete_batch` call of the JAX solver (float32, `config.lambda_o` = lambda_o)."""
+    if solver == "reference":
+        return [complete_soft(p, o, config, lambda_o) for p, o in zip(poses, observed)]
+    if solver != "jax":
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    outs = complete_batch(list(poses), list(observed), config.replace(lambda_o=lambda_o))
+    return [np.asarray(r.X, np.float64) for r in outs]
+
+
 def probe(preds: dict[str, np.ndarray], tau: float, lambdas: Sequence[float], every: int,
-          config: CompletionConfig) -> dict:
+          config: CompletionConfig, solver: str = "reference") -> dict:
     """MPJPE of the raw and the soft-completed predictions (all joints, confident joints)."""
     vids = np.unique(preds["sequence_id"])[::every]
-    out = {"videos": int(len(vids)), "tau": tau, "lambda_o": {}}
+    out = {"videos": int(len(vids)), "tau": tau, "solver": solver, "lambda_o": {}}
+    videos = []  # frame rows of each usable video, in time order
+    for vid in vids:
+        rows = np.flatnonzero(preds["sequence_id"] == vid)
+        rows = rows[np.argsort(preds["frame_index"][rows])]
+        if len(rows) >= 2 and (preds["confidence"][rows] > tau).any():
+            videos.append(rows)
+    conf = [preds["confidence"][rows] > tau for rows in videos]
+    raw = [np.linalg.norm(preds["pred"][rows] - preds["gt"][rows], axis=-1) for rows in videos]
+    raw_e, c = np.concatenate(raw), np.concatenate(conf)
     for lam in lambdas:
-        raw, done, conf = [], [], []
-        for vid in vids:
-            rows = np.flatnonzero(preds["sequence_id"] == vid)
-            rows = rows[np.argsort(preds["frame_index"][rows])]
-            observed = preds["confidence"][rows] > tau
-            if len(rows) < 2 or not observed.any():
-                continue
-            x = complete_soft(preds["pred"][rows], observed, config, lam)
-            raw.append(np.linalg.norm(preds["pred"][rows] - preds["gt"][rows], axis=-1))
-            done.append(np.linalg.norm(x - preds["gt"][rows], axis=-1))
-            conf.append(observed)
-        raw_e, done_e = np.concatenate(raw), np.concatenate(done)
-        c = np.concatenate(conf)
+        xs = complete_soft_many([preds["pred"][rows] for rows in videos], conf, config, lam, solver)
+        done_e = np.concatenate([np.linalg.norm(x - preds["gt"][rows], axis=-1)
+                                 for x, rows in zip(xs, videos)])
         out["lambda_o"][f"{lam:g}"] = {
             "predictions_mpjpe": float(raw_e.mean()), "completed_mpjpe": float(done_e.mean()),
             "change_percent": float(100 * (done_e.mean() / raw_e.mean() - 1)),
@@ -70,7 +85,7 @@ def main(argv: Sequence[str]) -> None:
         preds = {k: f[k] for k in f.files}
     lambdas = [float(v) for v in flags.FLAGS.lambdas.split(",") if v]
     result = probe(preds, flags.FLAGS.tau, lambdas, flags.FLAGS.every,
-                   CompletionConfig(max_iters=flags.FLAGS.max_iters))
+                   CompletionConfig(max_iters=flags.FLAGS.max_iters), flags.FLAGS.solver)
     print(json.dumps(result, indent=2))
 
 
@@ -80,4 +95,6 @@ if __name__ == "__main__":
     flags.DEFINE_string("lambdas", "1,3,10,30,100", "Comma-separated lambda_o values.")
     flags.DEFINE_integer("every", 8, "Use every n-th unlabelled video.")
     flags.DEFINE_integer("max_iters", 150, "ALM iterations at most (the demo's setting).")
+    flags.DEFINE_enum("solver", "reference", list(SOLVERS),
+                      "reference: float64 NumPy; jax: float32 CompletionConfig.lambda_o, batched.")
     app.run(main)
