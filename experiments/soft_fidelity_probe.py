@@ -8,7 +8,11 @@ its `lambda_o` option, or with `--solver=jax` the float32 JAX solver's
 `CompletionConfig.lambda_o` (all videos in one `complete_batch` call per lambda_o).
 
     python -m experiments.soft_fidelity_probe --workdir=runs/demo_s1 --tau=0.16 \
-        --lambdas=1,3,10,30,100 [--solver=jax]
+        --lambdas=1,3,10,30,100 [--solver=jax] [--videos=labelled]
+
+`--videos=labelled` measures on the labelled split's videos instead (the baseline's predictions
+of its own training videos, made here): a choice of lambda_o that reads no ground truth of the
+unlabelled videos.
 
 The X step becomes, per row k of X (3P rows, F frames): (M + lambda_o diag(w_k)) x_k =
 rhs_k + lambda_o w_k * s_k, with M and rhs those of the exact step and w_k the row's
@@ -76,16 +80,38 @@ def probe(preds: dict[str, np.ndarray], tau: float, lambdas: Sequence[float], ev
     return out
 
 
+def labelled_predictions(workdir: str) -> dict[str, np.ndarray]:
+    """The baseline's (train3d) predictions on every labelled video of the work directory's
+    config, in the layout of predict/predictions.npz (root-relative mm, with ground truth)."""
+    import ml_collections
+
+    from experiments import common, stages
+    with open(os.path.join(workdir, "config.json")) as f:
+        config = ml_collections.ConfigDict(json.load(f))
+    model = os.path.join(workdir, "train3d", stages.MODEL_DIR)
+    if not os.path.exists(os.path.join(model, "model_config.json")):
+        raise FileNotFoundError(f"{model} not found: --workdir must hold a finished train3d stage")
+    outs = stages._predict_split(config, {"baseline": model}, common.sources(config)["train"],
+                                 config.data.labelled_subjects, config.data.labelled_actions)
+    return outs["baseline"]
+
+
 def main(argv: Sequence[str]) -> None:
     del argv
-    path = os.path.join(flags.FLAGS.workdir or "", "predict", "predictions.npz")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found: --workdir must hold a finished predict stage")
-    with np.load(path) as f:
-        preds = {k: f[k] for k in f.files}
+    workdir = flags.FLAGS.workdir or ""
+    if flags.FLAGS.videos == "labelled":
+        preds = labelled_predictions(workdir)
+    else:
+        path = os.path.join(workdir, "predict", "predictions.npz")
+        if not os.path.exists(path):
+            raise FileNotFoundError(
+                f"{path} not found: --workdir must hold a finished predict stage")
+        with np.load(path) as f:
+            preds = {k: f[k] for k in f.files}
     lambdas = [float(v) for v in flags.FLAGS.lambdas.split(",") if v]
     result = probe(preds, flags.FLAGS.tau, lambdas, flags.FLAGS.every,
                    CompletionConfig(max_iters=flags.FLAGS.max_iters), flags.FLAGS.solver)
+    result["videos_of"] = flags.FLAGS.videos
     print(json.dumps(result, indent=2))
 
 
@@ -93,7 +119,10 @@ if __name__ == "__main__":
     flags.DEFINE_string("workdir", None, "A work directory with the predict stage done.")
     flags.DEFINE_float("tau", 0.16, "Confidence threshold.")
     flags.DEFINE_string("lambdas", "1,3,10,30,100", "Comma-separated lambda_o values.")
-    flags.DEFINE_integer("every", 8, "Use every n-th unlabelled video.")
+    flags.DEFINE_integer("every", 8, "Use every n-th video.")
+    flags.DEFINE_enum("videos", "unlabelled", ["unlabelled", "labelled"],
+                      "unlabelled: the predict stage's videos; labelled: the labelled split's "
+                      "videos, predicted here by the baseline (no unlabelled ground truth read).")
     flags.DEFINE_integer("max_iters", 150, "ALM iterations at most (the demo's setting).")
     flags.DEFINE_enum("solver", "reference", list(SOLVERS),
                       "reference: float64 NumPy; jax: float32 CompletionConfig.lambda_o, batched.")

@@ -234,7 +234,8 @@ def _load_npz(path: str) -> dict[str, np.ndarray]:
 
 # -------------------------------------------------------------------------------------- complete
 def solver_config(config: ml_collections.ConfigDict) -> completion.CompletionConfig:
-    return completion.CompletionConfig(max_iters=int(config.complete.max_iters))
+    return completion.CompletionConfig(max_iters=int(config.complete.max_iters),
+                                       lambda_o=float(config.complete.get("lambda_o", 0.0)))
 
 
 def complete_videos(preds: dict[str, np.ndarray], tau: float,

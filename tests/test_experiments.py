@@ -66,6 +66,20 @@ def test_labelled_control_trains_on_the_labelled_ground_truth(quick_run, quick_c
                                rtol=1e-4, atol=0.05)
 
 
+def test_probe_on_labelled_videos_reads_only_the_labelled_split(quick_run, quick_config):
+    """`soft_fidelity_probe --videos=labelled` chooses lambda_o on the baseline's predictions of
+    the labelled videos: every labelled frame once, no other subject, the true poses beside."""
+    from experiments.soft_fidelity_probe import labelled_predictions
+    from hourglass_jax.data import pipeline
+    preds = labelled_predictions(quick_run)
+    meta = pipeline.read_metadata(mocap_render.load("tiny", quick_config.data.data_dir)["train"])
+    labelled = pipeline.select(meta, quick_config.data.labelled_subjects, None)
+    assert set(preds["subject"].astype(str).tolist()) == set(quick_config.data.labelled_subjects)
+    assert len(preds["pred"]) == len(labelled)
+    assert np.isfinite(preds["pred"]).all()
+    np.testing.assert_allclose(preds["gt"][:, skeleton.ROOT], 0.0, atol=1e-3)
+
+
 def test_pseudo_labels_are_what_the_solver_returns(quick_run, quick_config):
     with np.load(os.path.join(quick_run, "complete", "pseudo_labels.npz")) as f:
         labels = {k: f[k] for k in f.files}
@@ -99,8 +113,11 @@ def test_pseudo_labels_are_what_the_solver_returns(quick_run, quick_config):
         assert bool(alone.converged)
         np.testing.assert_allclose(completed[rows], np.asarray(alone.X), atol=0.05)
         np.testing.assert_array_equal(observed[rows], obs)
-        # Observed entries are kept exactly.
-        np.testing.assert_allclose(completed[rows][obs], labels["pred"][rows][obs], atol=1e-3)
+        if solver.lambda_o == 0:  # Eq. 1 as printed: observed entries are kept exactly
+            np.testing.assert_allclose(completed[rows][obs], labels["pred"][rows][obs], atol=1e-3)
+        else:  # the soft data term (lambda_o > 0) lets them move
+            moved = np.abs(completed[rows][obs] - labels["pred"][rows][obs]).max()
+            assert moved > 1.0, moved
         checked += 1
     assert checked > 0
 

@@ -48,6 +48,7 @@ def get_real_config(protocol: str, dataset: str) -> ml_collections.ConfigDict:
     c.finetune.steps = 0              # derived from the 2 epochs
     c.finetune.checkpoint_every = 2000
     c.complete.tau = c.finetune.tau = 0.7  # paper, H36M (its 3DHP protocols set 0.5)
+    c.complete.lambda_o = 0.0  # the paper's Eq. 1: confident entries held exactly
     c.pretrain2d.checkpoint_every = 2000
     c.log_every = 200
     return c
