@@ -39,6 +39,7 @@ SETTING_LABELS: dict[str, str] = {
     "bone": "+ bone consistency (full method)",
     "interp": "interpolation supervision (control)",
     "labelled": "labelled ground truth only (control)",
+    "oracle": "unlabelled ground truth (oracle control)",
 }
 FULL_METHOD = "bone"
 TAU = "\u03c4"

@@ -13,7 +13,8 @@ pretrain2d -> train3d -> predict -> complete -> finetune -> evaluate -> report
 Training stages checkpoint with orbax as they go, so a killed run resumes inside the stage.
 Assumption shared with c2f-vol: the root's absolute depth is known (it only places the skeleton
 for back-projection; every error is root-relative). Ground truth of unlabelled videos is stored
-beside the predictions for the reports, never read by a training stage.
+beside the predictions for the reports, never read by a training stage except the `oracle`
+fine-tuning control, which exists to measure the ceiling of any pseudo-label.
 """
 from __future__ import annotations
 
@@ -319,6 +320,7 @@ SETTINGS: dict[str, tuple[str, bool, bool]] = {
     "bone": ("completed", True, True),
     "interp": ("interp", False, False),
     "labelled": ("ground_truth", False, False),  # control: the labelled split, no pseudo-label
+    "oracle": ("gt", False, False),  # control: the unlabelled videos' true poses (the ceiling)
 }
 
 

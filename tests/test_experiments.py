@@ -64,6 +64,16 @@ def test_labelled_control_trains_on_the_labelled_ground_truth(quick_run, quick_c
     np.testing.assert_allclose(batch["bone_lengths"],
                                skeleton.bone_lengths(batch["pose3d"].astype(np.float64)),
                                rtol=1e-4, atol=0.05)
+    # The oracle control relabels an unlabelled record with its own true pose (root-relative).
+    source = mocap_render.load("tiny", quick_config.data.data_dir)["train"]
+    target, weighted, _ = stages.SETTINGS["oracle"]
+    oracle = stages.PseudoLabels(labels, target, weighted)
+    for row in (0, len(labels["index"]) - 1):
+        index = int(labels["index"][row])
+        sample = oracle(pipeline.decode(source[index], index))
+        true = np.asarray(source[index]["pose3d"], np.float64)
+        np.testing.assert_allclose(sample["pose3d"] - sample["pose3d"][skeleton.ROOT],
+                                   true - true[skeleton.ROOT], atol=1e-2)
 
 
 def test_probe_on_labelled_videos_reads_only_the_labelled_split(quick_run, quick_config):

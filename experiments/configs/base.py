@@ -19,7 +19,9 @@ VALIDATION_SUBJECTS = ("S9", "S11")
 #   labelled:  the labelled split's ground truth with the same loss, steps and rate: no pseudo-label
 #              at all (control). It measures what fine-tuning gains from continued training and
 #              from the coordinate loss alone, which the other rows include too.
-LOSS_SETTINGS = ("original", "optimised", "weighted", "bone", "interp", "labelled")
+#   oracle:    the unlabelled videos' ground truth as labels (control): the ceiling of any
+#              pseudo-label under this schedule. The only setting that reads that ground truth.
+LOSS_SETTINGS = ("original", "optimised", "weighted", "bone", "interp", "labelled", "oracle")
 
 
 def get_base_config() -> ml_collections.ConfigDict:
