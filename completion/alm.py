@@ -108,7 +108,7 @@ def _alm(s: jax.Array, mask: jax.Array, x0: jax.Array, valid: jax.Array,
     norm_b = jnp.sqrt(jnp.maximum(jnp.sum(vf), 1.0))
     zeros_rf = jnp.zeros((r, f), dtype)
     zeros_ff = jnp.zeros((f, f), dtype)
-    soft = cfg.lambda_o > 0  # static: which X step is compiled
+    soft = cfg.soft_data_term  # static: which X step is compiled
     if soft:
         # (R / group, F) data-term weights; zero on padding, whose rows of M are 2 mu I with a
         # zero right-hand side, so padded frames solve to exactly 0 as in the exact step.
@@ -184,7 +184,7 @@ def x_step_slots(free, config: CompletionConfig) -> int | None:
     """The static `max_free` for a concrete free mask (..., F): `free_slots(free)` for the exact
     X step; None (all F frames) with the soft data term, where every frame is free, so masks
     with different unobserved counts share one compiled program."""
-    return None if config.lambda_o > 0 else free_slots(free)
+    return None if config.soft_data_term else free_slots(free)
 
 
 @functools.partial(jax.jit, static_argnames=("config", "max_free"))
@@ -293,7 +293,7 @@ def complete_core(poses: jax.Array, observed: jax.Array, valid: jax.Array,
     x0 = ops.fill_linear(_to_matrix(jnp.where(known, normed, 0.0)), _to_matrix(known), valid)
     res = _alm(s_mat, obs_mat, x0, valid, config, group, max_free)
     x = _from_matrix(res.X, p) * scale + centre
-    if config.lambda_o == 0:  # exact constraint: observed entries as given (no round trip)
+    if not config.soft_data_term:  # exact constraint: observed entries as given (no round trip)
         x = jnp.where(obs, poses, x)
     x = jnp.where(vmask, x, 0.0)
     e = _from_matrix(res.E, p) * scale

@@ -57,6 +57,11 @@ class CompletionConfig:
     init: str = "predictions"
     lambda_o: float = 0.0
 
+    @property
+    def soft_data_term(self) -> bool:
+        """True when lambda_o > 0: the confident entries are pulled towards the data, not held."""
+        return self.lambda_o > 0
+
     def validate(self) -> "CompletionConfig":
         """Raise ValueError naming the first bad field; return self when all are valid."""
         for name in ("lambda_d", "lambda_c", "lambda_e", "mu0", "rho", "mu_max", "tol",

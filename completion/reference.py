@@ -44,21 +44,17 @@ def _diff_matrix(valid: np.ndarray, dtype) -> np.ndarray:
 
 
 def solve(S, mask, X0, config: CompletionConfig = CompletionConfig(), valid=None,
-          dtype=np.float64, lambda_o: float | None = None) -> ReferenceResult:
+          dtype=np.float64) -> ReferenceResult:
     """Eq. 1 by inexact ALM on (3P, F) matrices; same updates and stop rule as `completion.solve`.
 
     Args:
       S: (R, F) data, used where mask is True. mask: (R, F) bool. X0: (R, F) initial X, X#.
       config: CompletionConfig. valid: optional (F,) bool (False = padding frame).
       dtype: float type of all the arithmetic.
-      lambda_o: None (Eq. 1: P_Omega(X) = P_Omega(S) held exactly), or the weight of a soft
-        data term lambda_o / 2 ||P_Omega(X - S)||^2 replacing that constraint (the oracle of the
-        JAX solver's option). None with config.lambda_o > 0 takes that weight, so one config
-        means the same problem here and in `completion.solve`.
+    With config.lambda_o > 0 the soft data term lambda_o / 2 ||P_Omega(X - S)||^2 replaces the
+    constraint P_Omega(X) = P_Omega(S), as in `completion.solve`.
     """
     config.validate()
-    if lambda_o is None and config.lambda_o > 0:
-        lambda_o = config.lambda_o
     s = np.where(mask, np.asarray(S, dtype), 0.0).astype(dtype)
     mask = np.asarray(mask, bool)
     r, f = s.shape
@@ -99,8 +95,8 @@ def solve(S, mask, X0, config: CompletionConfig = CompletionConfig(), valid=None
         rhs = mu * xs - y3 + (mu * e - y1) @ ib.T
         x = s.copy()  # observed entries = S, the rest 0 until solved
         for k in range(r):
-            if lambda_o is not None:  # soft data term: every frame free, pulled towards S
-                w = lambda_o * (mask[k] & valid)
+            if config.soft_data_term:  # every frame free, pulled towards S
+                w = config.lambda_o * (mask[k] & valid)
                 x[k] = np.linalg.solve(m + np.diag(w), rhs[k] + w * s[k]) * vf
                 continue
             h = ~mask[k] & valid
@@ -123,17 +119,15 @@ def solve(S, mask, X0, config: CompletionConfig = CompletionConfig(), valid=None
 
 
 def complete(poses, observed, config: CompletionConfig = CompletionConfig(),
-             dtype=np.float64, lambda_o: float | None = None) -> ReferenceResult:
+             dtype=np.float64) -> ReferenceResult:
     """Reference of `completion.complete`: (F, P, 3) poses, (F, P[, 3]) bool mask.
 
     Same normalisation (centre per axis, one RMS scale over observed entries, at least a tenth
     of the RMS over all finite entries), same start
     (unknown entries by linear interpolation over time of the finite ones). X and E are returned
-    as (F, P, 3) in the input's units; X_sharp, B, C stay normalised matrices. `lambda_o`: as in
-    `solve` (with it, the observed entries are not reset to the input).
+    as (F, P, 3) in the input's units; X_sharp, B, C stay normalised matrices. With the soft data
+    term (config.lambda_o > 0) the observed entries are not reset to the input.
     """
-    if lambda_o is None and config.lambda_o > 0:  # as in `solve`
-        lambda_o = config.lambda_o
     p_in = np.asarray(poses, dtype)
     f, p, _ = p_in.shape
     obs = np.asarray(observed, bool)
@@ -159,9 +153,9 @@ def complete(poses, observed, config: CompletionConfig = CompletionConfig(),
     for k in range(s_m.shape[0]):
         if known_m[k].any():
             x0[k] = np.interp(t, t[known_m[k]], s_m[k, known_m[k]])
-    out = solve(np.where(obs_m, s_m, 0.0), obs_m, x0, config, dtype=dtype, lambda_o=lambda_o)
+    out = solve(np.where(obs_m, s_m, 0.0), obs_m, x0, config, dtype=dtype)
     x = out.X.T.reshape(f, p, 3) * scale + centre
-    if lambda_o is None:  # the exact constraint: observed entries are the input's, bit for bit
+    if not config.soft_data_term:  # exact constraint: observed entries are the input's, bit for bit
         x = np.where(obs, p_in, x)
     e = out.E.T.reshape(f, p, 3) * scale
     return out._replace(X=x, E=e)

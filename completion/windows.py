@@ -233,7 +233,7 @@ def complete_long(poses, observed, config: CompletionConfig = CompletionConfig()
     e_acc = np.zeros(x.shape, np.float64)
     np.add.at(x_acc, idx, w * np.asarray(out.X, np.float64))
     np.add.at(e_acc, idx, w * np.asarray(out.E, np.float64))
-    if config.lambda_o == 0:  # exact constraint: observed entries are the input's
+    if not config.soft_data_term:  # exact constraint: observed entries are the input's
         x_acc = np.where(_obs3(obs, x.shape), x, x_acc)
     return CompletionResult(
         X=jnp.asarray(x_acc.astype(dtype)), E=jnp.asarray(e_acc.astype(dtype)),

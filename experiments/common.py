@@ -57,6 +57,15 @@ def root_relative(poses: np.ndarray) -> np.ndarray:
     return poses - poses[..., ROOT:ROOT + 1, :]
 
 
+def video_rows(sequence_id: np.ndarray, frame_index: np.ndarray) -> list[np.ndarray]:
+    """Row numbers of each video of a predictions table, in frame order; videos in ascending
+    sequence id. sequence_id, frame_index: (N,) ints. One sort, not one scan per video."""
+    sequence_id = np.asarray(sequence_id)
+    order = np.lexsort((np.asarray(frame_index), sequence_id))
+    starts = np.flatnonzero(np.diff(sequence_id[order])) + 1
+    return np.split(order, starts) if len(order) else []
+
+
 def tuple_or_none(values) -> tuple | None:
     """Config tuples: empty means 'no filter'."""
     values = tuple(values)

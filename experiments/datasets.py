@@ -251,21 +251,21 @@ class SequenceSubset:
         return [self.base[j] for j in js]
 
 
-def scene_errors(out: Mapping[str, np.ndarray], scene_subjects: Mapping[str, Sequence[str]]
-                 ) -> dict[str, dict[str, Any]]:
+def scene_errors(out: Mapping[str, np.ndarray], scene_subjects: Mapping[str, Sequence[str]],
+                 errors: Mapping[str, np.ndarray] | None = None) -> dict[str, dict[str, Any]]:
     """Errors of one network's validation predictions per scene (paper Table 7).
 
     Args:
       out: pred, gt (N, 16, 3) mm root-relative; subject (N,) str.
       scene_subjects: {scene: the validation subjects recorded there}.
+      errors: `metrics.pose_errors(out["pred"], out["gt"])` when the caller has it already.
     Returns:
       {scene: {"mpjpe", "nmpjpe", "pmpjpe": mm averaged over the scene's frames, "frames": int}}.
     Raises ValueError if a scene has no validation frame.
     """
     subject = np.asarray(out["subject"]).astype(str)
-    errors = {name: np.asarray(fn(out["pred"], out["gt"]))
-              for name, fn in (("mpjpe", metrics.mpjpe), ("nmpjpe", metrics.nmpjpe),
-                               ("pmpjpe", metrics.pmpjpe))}
+    if errors is None:
+        errors = metrics.pose_errors(out["pred"], out["gt"])
     result: dict[str, dict[str, Any]] = {}
     for scene, members in scene_subjects.items():
         rows = np.isin(subject, list(members))

@@ -64,12 +64,6 @@ def detector_errors(config, workdir: Workdir, frames: int) -> dict[str, Any]:
     return out
 
 
-def _videos(preds: dict[str, np.ndarray]):
-    for vid in np.unique(preds["sequence_id"]):
-        rows = np.flatnonzero(preds["sequence_id"] == vid)
-        yield rows[np.argsort(preds["frame_index"][rows])]
-
-
 def completion_checks(config, preds: dict[str, np.ndarray], taus: Sequence[float],
                       every: int) -> dict[str, Any]:
     """Completion vs interpolation vs a 3-frame moving average on a subset of the videos."""
@@ -77,7 +71,7 @@ def completion_checks(config, preds: dict[str, np.ndarray], taus: Sequence[float
     preds = {k: v[keep] for k, v in preds.items()}
     pred, gt = preds["pred"], preds["gt"]
     smooth = pred.copy()
-    for rows in _videos(preds):
+    for rows in common.video_rows(preds["sequence_id"], preds["frame_index"]):
         p = pred[rows]
         if len(rows) > 2:
             smooth[rows[1:-1]] = (p[:-2] + p[1:-1] + p[2:]) / 3.0

@@ -3,9 +3,9 @@
 Eq. 1 holds the confident entries exactly (P_Omega(X) = P_Omega(S)), so it cannot remove their
 noise. This probe replaces that constraint by lambda_o / 2 ||P_Omega(X - S)||_F^2 in the
 objective and measures, on every `--every`-th unlabelled video of a finished run, how the MPJPE
-of all joints and of the confident ones changes. It runs the float64 NumPy reference solver with
-its `lambda_o` option, or with `--solver=jax` the float32 JAX solver's
-`CompletionConfig.lambda_o` (all videos in one `complete_batch` call per lambda_o).
+of all joints and of the confident ones changes (`--lambdas=0` is Eq. 1 itself). It runs the
+float64 NumPy reference solver, or with `--solver=jax` the float32 JAX solver (all videos in one
+`complete_batch` call per lambda_o); both read the weight from `CompletionConfig.lambda_o`.
 
     python -m experiments.soft_fidelity_probe --workdir=runs/demo_s1 --tau=0.16 \
         --lambdas=1,3,10,30,100 [--solver=jax] [--videos=labelled]
@@ -25,51 +25,42 @@ import json
 import os
 from typing import Sequence
 
+import ml_collections
 import numpy as np
 from absl import app, flags
 
 from completion import complete_batch, reference
 from completion.config import CompletionConfig
+from experiments import common, stages
 
 SOLVERS = ("reference", "jax")
 
 
-def complete_soft(poses: np.ndarray, observed: np.ndarray, config: CompletionConfig,
-                  lambda_o: float) -> np.ndarray:
-    """(F, P, 3) mm, (F, P) bool -> (F, P, 3) mm: the float64 reference solver with the soft data
-    term, normalised as `completion.complete` does."""
-    return reference.complete(poses, observed, config, lambda_o=lambda_o).X
-
-
-def complete_soft_many(poses: Sequence[np.ndarray], observed: Sequence[np.ndarray],
-                       config: CompletionConfig, lambda_o: float,
-                       solver: str = "reference") -> list[np.ndarray]:
-    """`complete_soft` of each (F_i, P, 3) video: one by one with the reference solver, or all in
-    one padded `complete_batch` call of the JAX solver (float32, `config.lambda_o` = lambda_o)."""
+def complete_many(poses: Sequence[np.ndarray], observed: Sequence[np.ndarray],
+                  config: CompletionConfig, solver: str = "reference") -> list[np.ndarray]:
+    """Each (F_i, P, 3) mm video completed with `config` (its lambda_o included): one by one with
+    the float64 reference solver, or all in one padded `complete_batch` call of the JAX solver."""
     if solver == "reference":
-        return [complete_soft(p, o, config, lambda_o) for p, o in zip(poses, observed)]
+        return [reference.complete(p, o, config).X for p, o in zip(poses, observed)]
     if solver != "jax":
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
-    outs = complete_batch(list(poses), list(observed), config.replace(lambda_o=lambda_o))
+    outs = complete_batch(list(poses), list(observed), config)
     return [np.asarray(r.X, np.float64) for r in outs]
 
 
 def probe(preds: dict[str, np.ndarray], tau: float, lambdas: Sequence[float], every: int,
           config: CompletionConfig, solver: str = "reference") -> dict:
     """MPJPE of the raw and the soft-completed predictions (all joints, confident joints)."""
-    vids = np.unique(preds["sequence_id"])[::every]
-    out = {"videos": int(len(vids)), "tau": tau, "solver": solver, "lambda_o": {}}
-    videos = []  # frame rows of each usable video, in time order
-    for vid in vids:
-        rows = np.flatnonzero(preds["sequence_id"] == vid)
-        rows = rows[np.argsort(preds["frame_index"][rows])]
-        if len(rows) >= 2 and (preds["confidence"][rows] > tau).any():
-            videos.append(rows)
+    chosen = common.video_rows(preds["sequence_id"], preds["frame_index"])[::every]
+    out = {"videos": len(chosen), "tau": tau, "solver": solver, "lambda_o": {}}
+    videos = [rows for rows in chosen  # the usable ones
+              if len(rows) >= 2 and (preds["confidence"][rows] > tau).any()]
     conf = [preds["confidence"][rows] > tau for rows in videos]
     raw = [np.linalg.norm(preds["pred"][rows] - preds["gt"][rows], axis=-1) for rows in videos]
     raw_e, c = np.concatenate(raw), np.concatenate(conf)
     for lam in lambdas:
-        xs = complete_soft_many([preds["pred"][rows] for rows in videos], conf, config, lam, solver)
+        xs = complete_many([preds["pred"][rows] for rows in videos], conf,
+                           config.replace(lambda_o=lam), solver)
         done_e = np.concatenate([np.linalg.norm(x - preds["gt"][rows], axis=-1)
                                  for x, rows in zip(xs, videos)])
         out["lambda_o"][f"{lam:g}"] = {
@@ -83,9 +74,6 @@ def probe(preds: dict[str, np.ndarray], tau: float, lambdas: Sequence[float], ev
 def labelled_predictions(workdir: str) -> dict[str, np.ndarray]:
     """The baseline's (train3d) predictions on every labelled video of the work directory's
     config, in the layout of predict/predictions.npz (root-relative mm, with ground truth)."""
-    import ml_collections
-
-    from experiments import common, stages
     with open(os.path.join(workdir, "config.json")) as f:
         config = ml_collections.ConfigDict(json.load(f))
     model = os.path.join(workdir, "train3d", stages.MODEL_DIR)

@@ -251,9 +251,7 @@ def complete_videos(preds: dict[str, np.ndarray], tau: float,
     completed = preds["pred"].astype(np.float64).copy()
     interp = completed.copy()
     short, long_, kept = [], [], 0
-    for vid in np.unique(preds["sequence_id"]):
-        rows = np.flatnonzero(preds["sequence_id"] == vid)
-        rows = rows[np.argsort(preds["frame_index"][rows])]
+    for rows in common.video_rows(preds["sequence_id"], preds["frame_index"]):
         if len(rows) < 2 or not observed[rows].any():
             kept += 1
             continue
@@ -285,8 +283,7 @@ def video_bone_lengths(poses: np.ndarray, sequence_id: np.ndarray) -> np.ndarray
     """Per-video bone lengths (median over the video's frames), repeated per frame: (N, 11) mm."""
     lengths = skeleton.bone_lengths(np.asarray(poses, np.float64))
     out = np.empty_like(lengths)
-    for vid in np.unique(sequence_id):
-        rows = sequence_id == vid
+    for rows in common.video_rows(sequence_id, np.zeros(len(sequence_id))):
         out[rows] = np.median(lengths[rows], axis=0)
     return out.astype(np.float32)
 
@@ -311,6 +308,7 @@ def complete(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
 
 
 # -------------------------------------------------------------------------------------- finetune
+LABELLED_TRUTH = "labelled_truth"  # target of the `labelled` control: not a pseudo-label column
 # Which pseudo-label each loss setting trains on, whether it weights by confidence (Eq. 3-4),
 # and whether it adds the bone-length term (Eq. 5).
 SETTINGS: dict[str, tuple[str, bool, bool]] = {
@@ -319,7 +317,7 @@ SETTINGS: dict[str, tuple[str, bool, bool]] = {
     "weighted": ("completed", True, False),
     "bone": ("completed", True, True),
     "interp": ("interp", False, False),
-    "labelled": ("ground_truth", False, False),  # control: the labelled split, no pseudo-label
+    "labelled": (LABELLED_TRUTH, False, False),  # control: the labelled split, no pseudo-label
     "oracle": ("gt", False, False),  # control: the unlabelled videos' true poses (the ceiling)
 }
 
@@ -344,7 +342,7 @@ def finetune_pipeline(config: ml_collections.ConfigDict, setting: str,
     ground truth."""
     c = config.finetune
     target, weighted, _ = SETTINGS[setting]
-    if target == "ground_truth":
+    if target == LABELLED_TRUTH:
         return pipeline.TrainPipeline(
             common.sources(config)["train"], global_batch_size=c.batch_size,
             seed=config.seed + 1, relabel=GroundTruthLabels(),
@@ -415,7 +413,10 @@ def finetune(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
     if unknown:
         raise ValueError(f"unknown finetune setting(s) {unknown}; valid: {', '.join(SETTINGS)}")
     labels = _load_npz(workdir.require("complete", "pseudo_labels.npz"))
-    baseline = workdir.require("train3d", MODEL_DIR)
+    module, cfg, variables = export.load_model(workdir.require("train3d", MODEL_DIR))
+    spec = predictor.volume_spec(cfg)
+    # Every setting, the controls included, runs the steps the unlabelled frames ask for.
+    steps = finetune_steps(config, len(labels["index"]))
     info = {}
     for setting in c.settings:
         stage_dir = os.path.join(workdir.stage_dir("finetune"), setting)
@@ -423,18 +424,14 @@ def finetune(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
         if os.path.exists(os.path.join(model_path, "model_config.json")):
             print(f"  finetune/{setting}: done already, skipped", flush=True)
             continue
-        _, _, bones = SETTINGS[setting]
-        module, cfg, variables = export.load_model(baseline)
-        spec = predictor.volume_spec(cfg)
+        target, _, bones = SETTINGS[setting]
         pipe = finetune_pipeline(config, setting, labels)
-        # Every setting, the control included, runs the steps the unlabelled frames ask for.
-        steps = finetune_steps(config, len(labels["index"]))
         tx = _optimizer(c, steps, frozen=("detector",))
         init = create_train_state(module, tx, config.seed,
                                   jnp.zeros((1, cfg.input_size, cfg.input_size, 3)), train=False)
         init = init.replace(params=common.to_jnp(variables["params"]),
                             batch_stats=common.to_jnp(variables["batch_stats"]))
-        kind = "labelled" if setting == "labelled" else "pseudo-labelled"
+        kind = "labelled" if target == LABELLED_TRUTH else "pseudo-labelled"
         print(f"  finetune/{setting}: {steps} steps on {len(pipe.indices)} {kind} frames",
               flush=True)
         state = _train(config, stage_dir, module,
@@ -452,11 +449,11 @@ def finetune(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
 
 
 # -------------------------------------------------------------------------------------- evaluate
-def validation_errors(out: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Errors of one network's validation predictions: overall, per action, per subject."""
-    errors = {name: np.asarray(fn(out["pred"], out["gt"]))
-              for name, fn in (("mpjpe", metrics.mpjpe), ("nmpjpe", metrics.nmpjpe),
-                               ("pmpjpe", metrics.pmpjpe))}
+def validation_errors(out: dict[str, np.ndarray],
+                      scenes: dict[str, tuple[str, ...]] | None = None) -> dict[str, Any]:
+    """Errors of one network's validation predictions: overall, per action, per subject, and per
+    scene when `scenes` ({scene: validation subjects}) is given (paper Table 7)."""
+    errors = metrics.pose_errors(out["pred"], out["gt"])
     result: dict[str, Any] = {"overall": {m: float(e.mean()) for m, e in errors.items()},
                               "frames": int(len(out["pred"]))}
     for group in ("action", "subject"):
@@ -464,6 +461,8 @@ def validation_errors(out: dict[str, np.ndarray]) -> dict[str, Any]:
         result[f"per_{group}"] = {
             key: {m: float(e[keys == key].mean()) for m, e in errors.items()}
             for key in sorted(set(keys.tolist()))}
+    if scenes:
+        result["per_scene"] = datasets.scene_errors(out, scenes, errors)
     return result
 
 
@@ -477,9 +476,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
     scenes = datasets.scenes(config)
     results = {}
     for name, out in outputs.items():
-        results[name] = validation_errors(out)
-        if scenes:  # paper Table 7: errors per scene of the validation subjects
-            results[name]["per_scene"] = datasets.scene_errors(out, scenes)
+        results[name] = validation_errors(out, scenes)
         _save_npz(workdir.file("evaluate", f"predictions_{name}.npz"),
                   {k: out[k] for k in ("subject", "action", "sequence_id", "frame_index", "pred",
                                        "gt", "confidence")})

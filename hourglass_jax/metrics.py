@@ -117,6 +117,12 @@ def pmpjpe(pred, gt):
 JOINT_ERROR_KINDS: tuple[str, ...] = ("mpjpe", "nmpjpe", "pmpjpe")
 
 
+def pose_errors(pred, gt) -> dict[str, np.ndarray]:
+    """The three errors of every pose at once: {"mpjpe", "nmpjpe", "pmpjpe"}: (...) each, in the
+    inputs' unit (mm), for pred, gt (..., J, 3). Compute once, then average over any grouping."""
+    return {"mpjpe": mpjpe(pred, gt), "nmpjpe": nmpjpe(pred, gt), "pmpjpe": pmpjpe(pred, gt)}
+
+
 def joint_errors(pred, gt, kind: str, root: int = ROOT):
     """Per-joint Euclidean errors after the alignment of one metric.
 

@@ -58,7 +58,7 @@ def test_jax_float32_equals_float64_reference(lambda_o, per_coordinate):
     cfg = CompletionConfig(lambda_d=1.0, lambda_c=0.3, lambda_e=0.2, tol=0.0, max_iters=40,
                            lambda_o=lambda_o)
     got = jax.tree.map(np.asarray, complete(poses, observed, cfg))
-    want = ref.complete(poses, observed, cfg, lambda_o=lambda_o)
+    want = ref.complete(poses, observed, cfg)
     assert int(got.iterations) == want.iterations == 40
     span = np.nanmax(np.abs(poses - np.nanmean(poses)))
     np.testing.assert_allclose(got.X, want.X, rtol=0, atol=1e-4 * span)
@@ -85,7 +85,7 @@ def test_jax_float64_equals_reference_on_matrices_with_padding():
     with jax.enable_x64(True):
         got = jax.tree.map(np.asarray, solve(jnp.asarray(s), jnp.asarray(mask), jnp.asarray(x0),
                                              cfg, jnp.asarray(valid)))
-    want = ref.solve(s, mask, x0, cfg, valid=valid, lambda_o=3.0)
+    want = ref.solve(s, mask, x0, cfg, valid=valid)
     np.testing.assert_allclose(got.X, want.X, rtol=0, atol=1e-9)
     np.testing.assert_allclose(got.B, want.B, rtol=0, atol=1e-9)
     np.testing.assert_array_equal(got.X[:, ~valid], 0.0)
@@ -134,8 +134,7 @@ def test_padded_batch_equals_each_unbatched_solve_float64():
         iters.add(int(got.iterations))
     assert len(iters) > 1  # the test does exercise per-member stopping
     poses, observed = SEQS[1]
-    want = ref.complete(poses, observed, cfg.replace(tol=0.0, max_iters=int(outs[1].iterations)),
-                        lambda_o=10.0)
+    want = ref.complete(poses, observed, cfg.replace(tol=0.0, max_iters=int(outs[1].iterations)))
     np.testing.assert_allclose(outs[1].X, want.X, rtol=0, atol=1e-8 * np.nanmax(np.abs(poses)))
 
 

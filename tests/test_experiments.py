@@ -263,3 +263,19 @@ def test_stage_optimizer_schedules():
     stage.lr_schedule = "linear"
     with pytest.raises(ValueError, match="lr_schedule"):
         stages._optimizer(stage, steps=100)
+
+
+def test_video_rows_are_each_videos_rows_in_frame_order():
+    # Against the plain scan the stages used to do per video: rows of that id, sorted by frame.
+    rng = np.random.default_rng(3)
+    sequence_id = rng.integers(0, 7, size=200)
+    frame_index = rng.permutation(200)
+    got = common.video_rows(sequence_id, frame_index)
+    want = []
+    for vid in np.unique(sequence_id):
+        rows = np.flatnonzero(sequence_id == vid)
+        want.append(rows[np.argsort(frame_index[rows])])
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    assert common.video_rows(np.zeros(0, int), np.zeros(0, int)) == []
