@@ -119,8 +119,9 @@ def required_datasets(config: ml_collections.ConfigDict, stages: Sequence[str]) 
     for stage in stages:
         for role in _STAGE_READS.get(stage, ()):
             if role == "pretrain":
-                if config.pretrain2d.get("import_checkpoint", ""):
-                    continue  # the detector comes from a PyTorch checkpoint: no 2D set is read
+                if (config.pretrain2d.get("import_checkpoint", "")
+                        or config.pretrain2d.get("from_workdir", "")):
+                    continue  # the detector is imported or copied: no 2D set is read
                 name = config.data.get("pretrain_dataset", "") or config.data.dataset
             elif role == "labelled":
                 name = config.data.dataset

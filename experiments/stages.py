@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +32,8 @@ import optax
 
 import completion
 from experiments import common, datasets
-from experiments.workdir import Workdir
+from experiments import workdir as workdir_lib
+from experiments.workdir import Workdir, stage_done
 from hourglass_jax import export, geometry, metrics, predictor, skeleton
 from hourglass_jax.data import pipeline
 from hourglass_jax.losses import finetune_loss
@@ -93,6 +95,9 @@ def pretrain2d(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
     """Train the 2D detector on the 2D set with the L2 heatmap loss on both stacks, or import it
     from a PyTorch stacked-hourglass checkpoint (`pretrain2d.import_checkpoint`)."""
     cfg = common.network_config(config)
+    source = config.pretrain2d.get("from_workdir", "")
+    if source:
+        return reuse_detector(config, source, workdir)
     checkpoint = config.pretrain2d.get("import_checkpoint", "")
     if checkpoint:
         from hourglass_jax import importer
@@ -125,6 +130,53 @@ def pretrain2d(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
                              "batch_size": c.batch_size})
     export.save_model(workdir.file("pretrain2d", MODEL_DIR), "detector2d", cfg, _variables(state))
     return {"steps": c.steps, "frames": len(pipe.indices)}
+
+
+# Config fields the detector depends on. Every other field (the labelled subjects, the 3D
+# schedules, ...) is read only by later stages, so runs that differ only there can share one.
+DETECTOR_FIELDS: tuple[str, ...] = (
+    "seed", "data.dataset", "data.builder_config", "data.pretrain_dataset", "data.pretrain_split",
+    "model", "pretrain2d")
+_DETECTOR_FREE = ("pretrain2d.from_workdir", "pretrain2d.checkpoint_every")
+
+
+def _detector_fields(config: Mapping[str, Any]) -> dict[str, Any]:
+    flat = workdir_lib.flatten(config)
+    return {k: v for k, v in flat.items()
+            if any(k == f or k.startswith(f + ".") for f in DETECTOR_FIELDS)
+            and k not in _DETECTOR_FREE}
+
+
+def reuse_detector(config: ml_collections.ConfigDict, source: str, workdir: Workdir) -> dict:
+    """The pretrain2d stage of another work directory, copied after checking that it was made by
+    the same detector config (`DETECTOR_FIELDS`): protocols that differ only in their 3D data
+    (Fig. 5's S1, S15, S156, S1567) then share one 2D detector, as in the paper, and skip its
+    training. A clear error for a source that is unfinished or was made by another config."""
+    source = os.path.abspath(source)
+    if source == workdir.path:
+        raise ValueError(f"pretrain2d.from_workdir is this work directory itself: {source}")
+    model = os.path.join(source, "pretrain2d", MODEL_DIR)
+    if not stage_done(source, "pretrain2d") or not os.path.isdir(model):
+        raise FileNotFoundError(
+            f"pretrain2d.from_workdir={source}: no finished pretrain2d stage there "
+            f"(missing {os.path.join(source, 'pretrain2d', 'DONE.json')} or {model})")
+    config_path = os.path.join(source, "config.json")
+    if not os.path.exists(config_path):
+        raise FileNotFoundError(f"pretrain2d.from_workdir={source}: missing {config_path}")
+    with open(config_path) as f:
+        theirs = _detector_fields(json.load(f))
+    ours = _detector_fields(json.loads(config.to_json()))
+    differing = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+    if differing:
+        details = ", ".join(f"{k}: {theirs.get(k)!r} (there) vs {ours.get(k)!r} (here)"
+                            for k in differing[:6])
+        raise ValueError(f"pretrain2d.from_workdir={source} trained its detector with another "
+                         f"config; differing fields: {details}")
+    target = workdir.file("pretrain2d", MODEL_DIR)
+    if os.path.exists(target):  # a copy killed half-way
+        shutil.rmtree(target)
+    shutil.copytree(model, target)
+    return {"copied_from": source}
 
 
 # --------------------------------------------------------------------------------------- train3d

@@ -18,15 +18,18 @@ STAGES: tuple[str, ...] = (
 )
 
 # Fields that may change between runs of one work directory without invalidating its outputs.
-_FREE_FIELDS = ("log_every", "finetune.settings", "evaluate.batch_size", "predict.batch_size")
+_FREE_FIELDS = ("log_every", "finetune.settings", "evaluate.batch_size", "predict.batch_size",
+                # a copied detector is checked against this config's detector fields
+                "pretrain2d.from_workdir")
 
 
-def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config dict as {"a.b.c": value}, sequences as lists (for comparing configs)."""
     out = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, Mapping):
-            out.update(_flatten(v, key + "."))
+            out.update(flatten(v, key + "."))
         else:
             out[key] = list(v) if isinstance(v, (tuple, list)) else v
     return out
@@ -49,10 +52,10 @@ class Workdir:
 
     def _check_config(self) -> None:
         stored_path = os.path.join(self.path, "config.json")
-        current = _flatten(json.loads(self.config.to_json()))
+        current = flatten(json.loads(self.config.to_json()))
         if os.path.exists(stored_path):
             with open(stored_path) as f:
-                stored = _flatten(json.load(f))
+                stored = flatten(json.load(f))
             differing = sorted(
                 k for k in set(stored) | set(current)
                 if stored.get(k) != current.get(k) and k not in _FREE_FIELDS)

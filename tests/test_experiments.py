@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import completion
-from experiments import common, configs, main, stages
+from experiments import common, configs, datasets, main, stages
 from experiments.workdir import STAGES, Workdir, parse_stages
 from hourglass_jax import skeleton
 from hourglass_jax.data import mocap_render
@@ -210,6 +210,46 @@ def test_bad_inputs_fail_clearly(quick_run, quick_config, tmp_path):
     bad.finetune.settings = ("bone", "magic")
     with pytest.raises(ValueError, match="unknown finetune setting"):
         stages.finetune(bad, Workdir(quick_run, bad))
+
+
+def _tree_files(root):
+    return sorted(os.path.relpath(os.path.join(d, f), root)
+                  for d, _, files in os.walk(root) for f in files)
+
+
+def test_detector_is_copied_from_a_run_of_the_same_detector_config(quick_run, quick_config,
+                                                                   tmp_path):
+    """`pretrain2d.from_workdir`: another protocol (other labelled subjects) takes the finished
+    detector of a run byte for byte, reads no 2D set, and refuses a source whose detector was
+    trained with another config or that has no finished pretrain2d stage."""
+    source_model = os.path.join(quick_run, "pretrain2d", stages.MODEL_DIR)
+    other = configs.get_protocol_config("quick")
+    other.data.data_dir = quick_config.data.data_dir
+    other.data.labelled_subjects = ("S1", "S5")  # a 3D field: the detector does not read it
+    other.data.unlabelled_subjects = ("S6", "S7", "S8")
+    other.pretrain2d.from_workdir = quick_run
+    assert datasets.required_datasets(other, ["pretrain2d"]) == []  # no 2D set is read
+    target = str(tmp_path / "s15")
+    main.run(other, target, "pretrain2d")
+    copied = os.path.join(target, "pretrain2d", stages.MODEL_DIR)
+    assert _tree_files(copied) == _tree_files(source_model)
+    for name in _tree_files(source_model):
+        with open(os.path.join(copied, name), "rb") as a, \
+                open(os.path.join(source_model, name), "rb") as b:
+            assert a.read() == b.read(), name
+    info = json.load(open(os.path.join(target, "pretrain2d", "DONE.json")))
+    assert info["copied_from"] == os.path.abspath(quick_run)
+
+    mismatched = configs.get_protocol_config("quick")
+    mismatched.data.data_dir = quick_config.data.data_dir
+    mismatched.pretrain2d.steps = quick_config.pretrain2d.steps + 1
+    mismatched.pretrain2d.from_workdir = quick_run
+    with pytest.raises(ValueError, match=r"another config.*pretrain2d\.steps: 3 \(there\) vs 4"):
+        main.run(mismatched, str(tmp_path / "mismatched"), "pretrain2d")
+    mismatched.pretrain2d.steps = quick_config.pretrain2d.steps
+    mismatched.pretrain2d.from_workdir = str(tmp_path / "nothing_here")
+    with pytest.raises(FileNotFoundError, match="no finished pretrain2d stage"):
+        main.run(mismatched, str(tmp_path / "unfinished"), "pretrain2d")
 
 
 def test_paper_scale_protocols_stop_with_a_clear_message(tmp_path):

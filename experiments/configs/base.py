@@ -54,6 +54,10 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.pretrain2d.learning_rate = 1e-3
     c.pretrain2d.checkpoint_every = 250
     c.pretrain2d.lr_schedule = "cosine"  # half-cosine decay to 1% at the last step, or "constant"
+    # A work directory whose finished detector to copy instead of training one; it must have been
+    # trained with this config's seed, data set, model and pretrain2d fields (checked). Protocols
+    # that differ only in their 3D data share one detector this way, as in the paper.
+    c.pretrain2d.from_workdir = ""
 
     c.train3d = ml_collections.ConfigDict()
     # 2400 steps: validation MPJPE 291.7 (1200 steps) -> 280.9 mm (seed 0); 2 cores, about 6 min.
