@@ -200,6 +200,74 @@ def test_retarget_scales_bones_keeps_angles_and_floor_contact():
         subjects.retarget(src[:, :15], bones)
 
 
+def _angle_deg(a, b):
+    cos = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
+    return np.degrees(np.arccos(np.clip(cos, -1, 1)))
+
+
+def test_restyle_turns_the_named_bones_about_the_body_axes_and_keeps_lengths():
+    from hourglass_jax.data import mocap
+    from hourglass_jax.skeleton import JOINT_INDEX as J
+
+    src = np.asarray(mocap.load_clip("walk").joints, np.float64)
+    bone = lambda p, c: p[:, c] - p[:, subjects.PARENT[c]]  # noqa: E731
+    np.testing.assert_allclose(subjects.restyle(src, {}), src, atol=1e-9)
+    left_right = src[:, J["l_hip"]] - src[:, J["r_hip"]]
+    front_back = np.cross(left_right, src[:, J["thorax"]] - src[:, J["pelvis"]])
+    for pitch, roll, axis in ((30.0, 0.0, left_right), (0.0, 25.0, front_back)):
+        out = subjects.restyle(src, {J["r_wrist"]: (pitch, roll)})
+        # The forearm turns about the body axis asked (its component along it stays) by the
+        # angle asked (that of its components across it); no other bone turns.
+        unit = axis / np.linalg.norm(axis, axis=-1, keepdims=True)
+        across = lambda v: v - (v * unit).sum(-1, keepdims=True) * unit  # noqa: E731
+        before, after = bone(src, J["r_wrist"]), bone(out, J["r_wrist"])
+        np.testing.assert_allclose((after * unit).sum(-1), (before * unit).sum(-1), atol=1e-6)
+        np.testing.assert_allclose(_angle_deg(across(after), across(before)),
+                                   max(pitch, roll), atol=1e-6)
+        for c in subjects.PARENT:
+            if c != J["r_wrist"]:
+                np.testing.assert_allclose(bone(out, c), bone(src, c), atol=1e-9)
+    # A turned upper arm carries its forearm: the elbow angle stays.
+    out = subjects.restyle(src, {J["l_elbow"]: (-20.0, 15.0)})
+    np.testing.assert_allclose(
+        _angle_deg(bone(out, J["l_elbow"]), bone(out, J["l_wrist"])),
+        _angle_deg(bone(src, J["l_elbow"]), bone(src, J["l_wrist"])), atol=1e-6)
+    # Every subject's style: bone lengths kept, the lowest joint of each frame at its height.
+    for name in subjects.VIDEO_SUBJECTS:
+        style = subjects.motion_style(name)
+        assert style == subjects.motion_style(name)  # the same on every call
+        for c, (p, r) in style.items():
+            lim_p, lim_r = subjects.STYLE_RANGE_DEG[c]
+            assert abs(p) <= lim_p and abs(r) <= lim_r
+        out = subjects.restyle(src, style)
+        for c in subjects.PARENT:
+            np.testing.assert_allclose(np.linalg.norm(bone(out, c), axis=-1),
+                                       np.linalg.norm(bone(src, c), axis=-1), rtol=1e-9)
+        np.testing.assert_allclose(out[..., 1].min(1), src[..., 1].min(1), atol=1e-9)
+    assert subjects.motion_style("S1") != subjects.motion_style("S9")
+    with pytest.raises(ValueError, match="without a parent"):
+        subjects.restyle(src, {J["pelvis"]: (10.0, 0.0)})
+    with pytest.raises(ValueError, match=r"\(F, 16, 3\)"):
+        subjects.restyle(src[:, :15], {})
+
+
+def test_styled_config_renders_each_subject_in_its_style():
+    styled = next(c for c in mr.CONFIGS if c.name == "small_styled")
+    plain = next(c for c in mr.CONFIGS if c.name == "small")
+    assert styled.motion_style and not plain.motion_style and styled.res == plain.res
+    for cfg, flag in ((styled, True), (plain, False)):
+        fr = next(mr.video_frames(cfg, ("S9",)))
+        action, sub, cam = fr.action[0], int(fr.subaction[0]), subjects.CAMERAS[0]
+        assert fr.camera[0] == cam.name
+        r, t = geometry.look_at_camera(subjects.camera_position(cam), np.array(subjects.LOOK_AT_MM),
+                                       np.array([0.0, 1, 0]))
+        world = subjects.sequence_motion("S9", action, sub, cfg.fps, styled=flag)
+        np.testing.assert_allclose(fr.joints_cam, geometry.world_to_camera(world, r, t), atol=1e-6)
+    a = subjects.sequence_motion("S9", "walk", 1, 10.0, styled=True)
+    b = subjects.sequence_motion("S9", "walk", 1, 10.0)
+    assert np.linalg.norm((a - a[:, ROOT:ROOT + 1]) - (b - b[:, ROOT:ROOT + 1]), axis=-1).mean() > 20
+
+
 def test_subactions_mirror_and_slow_down():
     a = subjects.sequence_motion("S5", "kick", 1, 10.0)
     b = subjects.sequence_motion("S5", "kick", 2, 10.0)

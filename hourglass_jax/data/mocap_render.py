@@ -61,6 +61,8 @@ class MocapRenderConfig(tfds.core.BuilderConfig):
     rendered. max_frames: first frames kept per video (None: all). pretrain_frames: frames per
     pretraining subject. occluder_prob: chance that a sequence has an occluder (a pole or a bar
     between camera and subject). supersample: rays per pixel side (2 -> 4 rays, averaged).
+    motion_style: each subject moves in a style of its own (`subjects.motion_style`); off, every
+    subject performs the very same poses, only retargeted to its proportions.
     """
 
     res: int = 64
@@ -70,6 +72,7 @@ class MocapRenderConfig(tfds.core.BuilderConfig):
     pretrain_frames: int = 600
     occluder_prob: float = 0.3
     supersample: int = 1
+    motion_style: bool = False
 
 
 CONFIGS: tuple[MocapRenderConfig, ...] = (
@@ -79,6 +82,8 @@ CONFIGS: tuple[MocapRenderConfig, ...] = (
                       pretrain_frames=2000, supersample=1),
     MocapRenderConfig(name="tiny", description="32 px, 3 actions, 3 frames per video (tests)",
                       res=32, actions=("walk", "jump", "punch"), max_frames=3, pretrain_frames=8),
+    MocapRenderConfig(name="small_styled", description="small, each subject moving in a style of "
+                      "its own (harder: unseen postures on validation)", res=64, motion_style=True),
 )
 
 
@@ -134,7 +139,7 @@ def video_frames(cfg: MocapRenderConfig, subjects: tuple[str, ...]) -> Iterator[
     for s in subjects:
         for action in cfg.actions:
             for sub in subj.SUBACTIONS:
-                world = subj.sequence_motion(s, action, sub, cfg.fps)
+                world = subj.sequence_motion(s, action, sub, cfg.fps, cfg.motion_style)
                 if cfg.max_frames is not None:
                     world = world[:cfg.max_frames]
                 n = world.shape[0]
@@ -157,7 +162,7 @@ def pretrain_frames(cfg: MocapRenderConfig, subject: str) -> Iterator[Frames]:
     for i in range(cfg.pretrain_frames):
         action = cfg.actions[rng.integers(len(cfg.actions))]
         sub = int(rng.choice(subj.SUBACTIONS))
-        world = subj.sequence_motion(subject, action, sub, cfg.fps)
+        world = subj.sequence_motion(subject, action, sub, cfg.fps, cfg.motion_style)
         pose = world[rng.integers(world.shape[0])]
         az = rng.uniform(0, 2 * np.pi)
         dist = rng.uniform(3000, 7000)

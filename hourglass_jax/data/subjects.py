@@ -1,8 +1,9 @@
 """Subjects, actions, sub-actions and cameras of the embedded default dataset (a small H36M).
 
 Subjects S1, S5, S6, S7, S8 (train) and S9, S11 (validation) are the mocap skeleton with bones
-rescaled along the kinematic tree (each bone group within +-10%), their own limb widths, tempo
-and clothing colours. P1..P6 are separate subjects for the 2D pretraining set (the MPII
+rescaled along the kinematic tree (each bone group within +-10%), their own limb widths, tempo,
+clothing colours, and (in the `small_styled` dataset) a motion style of their own: constant turns
+of the arms, legs, torso and head. P1..P6 are separate subjects for the 2D pretraining set (the MPII
 stand-in). Actions are the 15 mocap clips; sub-action 1 is the clip as is, sub-action 2 the
 clip mirrored left-right and played 20% slower. Four cameras stand around the capture area at
 H36M-like distances (4.5-5.5 m) and heights (1.4-1.9 m) with H36M-like focal lengths.
@@ -12,12 +13,13 @@ World frame: y up, floor at y = 0, mm (as `mocap.load_clip`).
 from __future__ import annotations
 
 import dataclasses
+import zlib
 
 import numpy as np
 
 from hourglass_jax.data import mocap
 from hourglass_jax.data.render import BODY_PARTS, MATERIALS, NUM_PARTS, PART_MATERIAL
-from hourglass_jax.skeleton import NUM_JOINTS, ROOT, flip_joints
+from hourglass_jax.skeleton import JOINT_INDEX, NUM_JOINTS, ROOT, flip_joints
 
 TRAIN_SUBJECTS: tuple[str, ...] = ("S1", "S5", "S6", "S7", "S8")
 VALIDATION_SUBJECTS: tuple[str, ...] = ("S9", "S11")
@@ -200,6 +202,81 @@ def retarget(joints: np.ndarray, bones: dict[str, float]) -> np.ndarray:
     return out
 
 
+# With `styled`, each subject performs every action in a style of its own, as H36M's actors do:
+# a constant turn of some bones, drawn once per subject (`motion_style`). Without it every
+# subject performs the very same poses, and more labelled subjects add only appearance and
+# proportions (the README's Fig. 5 analogue measures what that gives). Half-ranges in degrees of the turn of the bone ending at each joint, (about the body's
+# left-right axis: forward/back swing; about its front-back axis: away from/towards the body).
+STYLE_RANGE_DEG: dict[int, tuple[float, float]] = {
+    JOINT_INDEX["thorax"]: (10.0, 5.0),       # torso lean
+    JOINT_INDEX["upper_neck"]: (12.0, 6.0),   # head carriage
+    JOINT_INDEX["r_elbow"]: (30.0, 20.0), JOINT_INDEX["l_elbow"]: (30.0, 20.0),  # upper arms
+    JOINT_INDEX["r_wrist"]: (35.0, 0.0), JOINT_INDEX["l_wrist"]: (35.0, 0.0),    # elbow bend
+    JOINT_INDEX["r_knee"]: (12.0, 8.0), JOINT_INDEX["l_knee"]: (12.0, 8.0),      # thighs
+    JOINT_INDEX["r_ankle"]: (15.0, 0.0), JOINT_INDEX["l_ankle"]: (15.0, 0.0),    # knee bend
+}
+
+
+def motion_style(subject: str) -> dict[int, tuple[float, float]]:
+    """The constant bone turns of a subject: {joint: (pitch, roll) degrees} for the bone ending
+    at each joint of STYLE_RANGE_DEG, uniform within its half-ranges, the same on every call
+    (seeded by the name)."""
+    rng = np.random.default_rng(zlib.crc32(subject.encode()))
+    return {j: (float(rng.uniform(-p, p)), float(rng.uniform(-r, r)))
+            for j, (p, r) in sorted(STYLE_RANGE_DEG.items())}
+
+
+def _body_frames(j: np.ndarray) -> np.ndarray:
+    """(F, 3, 3) orthonormal body frames, columns: left-right (right hip to left hip), up the
+    spine (pelvis to thorax, made orthogonal to the first), and their cross product."""
+    x = j[:, JOINT_INDEX["l_hip"]] - j[:, JOINT_INDEX["r_hip"]]
+    x /= np.linalg.norm(x, axis=-1, keepdims=True)
+    y = j[:, JOINT_INDEX["thorax"]] - j[:, ROOT]
+    y -= (y * x).sum(-1, keepdims=True) * x
+    y /= np.linalg.norm(y, axis=-1, keepdims=True)
+    return np.stack([x, y, np.cross(x, y)], axis=-1)
+
+
+def restyle(joints: np.ndarray, style: dict[int, tuple[float, float]]) -> np.ndarray:
+    """Turn bones of a motion by constant angles in the body frame, keeping bone lengths.
+
+    The bone ending at joint c is turned by Rx(pitch) Rz(roll) expressed in each frame's body
+    frame (`_body_frames`), after the turns of the bones above it (a turned upper arm carries its
+    forearm), like a change of joint angles. Each frame is then shifted vertically so that its
+    lowest joint keeps its height (feet stay on the floor).
+
+    Args:
+      joints: (F, 16, 3) mm, world frame, y up.
+      style: {joint index: (pitch, roll) degrees}; joints not named keep their bone's direction.
+    Returns:
+      (F, 16, 3) float64 mm.
+    """
+    j = np.asarray(joints, np.float64)
+    if j.ndim != 3 or j.shape[1:] != (NUM_JOINTS, 3):
+        raise ValueError(f"joints must be (F, 16, 3) mm, got shape {j.shape}")
+    unknown = sorted(set(style) - set(PARENT))
+    if unknown:
+        raise ValueError(f"style names joints without a parent bone: {unknown}")
+    frames = _body_frames(j)
+    eye = np.broadcast_to(np.eye(3), frames.shape)
+    turn = {ROOT: eye}
+    out = np.empty_like(j)
+    out[:, ROOT] = j[:, ROOT]
+    for c in _TREE_ORDER:
+        p = PARENT[c]
+        turn[c] = turn[p]
+        if c in style:
+            pitch, roll = np.deg2rad(style[c])
+            cp, sp, cr, sr = np.cos(pitch), np.sin(pitch), np.cos(roll), np.sin(roll)
+            rx = np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]])
+            rz = np.array([[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]])
+            local = frames @ (rx @ rz) @ np.swapaxes(frames, -1, -2)
+            turn[c] = turn[p] @ local
+        out[:, c] = out[:, p] + np.einsum("fij,fj->fi", turn[c], j[:, c] - j[:, p])
+    out[..., 1] += (j[..., 1].min(axis=1) - out[..., 1].min(axis=1))[:, None]
+    return out
+
+
 def mirror(joints: np.ndarray) -> np.ndarray:
     """Mirror a world-frame motion (..., 16, 3) left-right: negate world x, swap joint labels."""
     m = np.array(joints, np.float64, copy=True)
@@ -212,12 +289,14 @@ def video_fps_to_clip_fps(video_fps: float, tempo: float) -> float:
     return video_fps / tempo
 
 
-def sequence_motion(subject: str, action: str, subaction: int, video_fps: float) -> np.ndarray:
+def sequence_motion(subject: str, action: str, subaction: int, video_fps: float,
+                    styled: bool = False) -> np.ndarray:
     """World-frame joints of one sequence, one row per video frame.
 
     Args:
       subject: a name in SUBJECTS. action: a name in ACTIONS. subaction: 1 or 2.
       video_fps: frame rate of the rendered video (10 like the paper's downsampled H36M).
+      styled: the subject performs the action in its own style (`motion_style`).
     Returns:
       (F, 16, 3) float64 mm, world frame, y up, root trajectory centred on the area centre
       (horizontal mean of the pelvis over the sequence at x = z = 0).
@@ -228,7 +307,8 @@ def sequence_motion(subject: str, action: str, subaction: int, video_fps: float)
         raise ValueError(f"unknown subaction {subaction!r}; valid: {SUBACTIONS}")
     tempo = s.tempo * (SLOW_SUBACTION_TEMPO if subaction == 2 else 1.0)
     clip = mocap.load_clip(action, fps=video_fps_to_clip_fps(video_fps, tempo))
-    j = retarget(clip.joints, s.bones)
+    j = restyle(clip.joints, motion_style(s.name)) if styled else clip.joints
+    j = retarget(j, s.bones)
     if subaction == 2:
         j = mirror(j)
     centre = j[:, ROOT, :].mean(axis=0)
