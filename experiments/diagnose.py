@@ -6,6 +6,8 @@ Prints JSON (and writes `<workdir>/diagnose.json`):
 - detector: 2D argmax error of the pretrained detector (heatmap px) and PCK at 1 and 2 px on the
   first `--frames` frames of its own training set, of the labelled subjects and of validation
   (equal errors on training and validation frames mean the detector underfits);
+- unlabelled_error_components: the baseline's error on every unlabelled frame split into its
+  image-plane part (bounded by the frozen detector) and its depth part (mm);
 - completion: on every `--every`-th unlabelled video, for each tau, the share of confident joints,
   the MPJPE of the raw predictions, of the completion (Eq. 1) and of linear interpolation, and
   the error of the unconfident entries before and after completion;
@@ -64,6 +66,28 @@ def detector_errors(config, workdir: Workdir, frames: int) -> dict[str, Any]:
     return out
 
 
+def error_components(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+    """Where the error of root-relative camera-frame poses lies: in the image plane or in depth.
+
+    Args:
+      pred, gt: (N, 16, 3) mm, camera frame (z along the optical axis), root-relative.
+    Returns:
+      {"mpjpe": mean 3D error, "image_plane": mean ||(dx, dy)||, "depth": mean |dz|, and the
+      root-mean-square error along each camera axis "rms_x", "rms_y", "rms_z"}, mm, over every
+      joint. The image-plane part is what the frozen 2D detector's features bound; the depth
+      part is the volumetric stack's own.
+    """
+    pred, gt = np.asarray(pred, np.float64), np.asarray(gt, np.float64)
+    if pred.shape != gt.shape or pred.ndim != 3 or pred.shape[-1] != 3:
+        raise ValueError(f"pred and gt must both be (N, J, 3) mm, got {pred.shape} and {gt.shape}")
+    d = pred - gt
+    rms = np.sqrt((d ** 2).mean(axis=(0, 1)))
+    return {"mpjpe": float(np.linalg.norm(d, axis=-1).mean()),
+            "image_plane": float(np.linalg.norm(d[..., :2], axis=-1).mean()),
+            "depth": float(np.abs(d[..., 2]).mean()),
+            "rms_x": float(rms[0]), "rms_y": float(rms[1]), "rms_z": float(rms[2])}
+
+
 def completion_checks(config, preds: dict[str, np.ndarray], taus: Sequence[float],
                       every: int) -> dict[str, Any]:
     """Completion vs interpolation vs a 3-frame moving average on a subset of the videos."""
@@ -107,6 +131,7 @@ def main(argv: Sequence[str]) -> None:
     taus = [float(t) for t in FLAGS.taus.split(",") if t]
     result = {"workdir": wd_path,
               "detector": detector_errors(config, workdir, FLAGS.frames),
+              "unlabelled_error_components": error_components(preds["pred"], preds["gt"]),
               "completion": completion_checks(config, preds, taus, FLAGS.every)}
     text = json.dumps(result, indent=2)
     print(text)

@@ -155,6 +155,21 @@ def test_diagnostics_match_numpy(quick_run, quick_config):
         assert 0 <= split["pck_1px"] <= split["pck_2px"] <= 1 and split["error_px"] >= 0
     with np.load(os.path.join(quick_run, "predict", "predictions.npz")) as f:
         preds = {k: f[k] for k in f.files}
+    # Error components against a per-joint loop: a known offset lands on the axes it was put on.
+    rng = np.random.default_rng(0)
+    gt = rng.normal(0, 300, (5, 16, 3))
+    offset = np.array([30.0, -40.0, 120.0])
+    parts = diagnose.error_components(gt + offset, gt)
+    assert parts["image_plane"] == pytest.approx(50.0) and parts["depth"] == pytest.approx(120.0)
+    assert parts["mpjpe"] == pytest.approx(130.0)
+    assert [parts[f"rms_{a}"] for a in "xyz"] == pytest.approx([30.0, 40.0, 120.0])
+    comp = diagnose.error_components(preds["pred"], preds["gt"])
+    diffs = [(p - g) for p, g in zip(preds["pred"].astype(np.float64).reshape(-1, 3),
+                                       preds["gt"].astype(np.float64).reshape(-1, 3))]
+    assert comp["image_plane"] == pytest.approx(np.mean([np.hypot(d[0], d[1]) for d in diffs]))
+    assert comp["depth"] == pytest.approx(np.mean([abs(d[2]) for d in diffs]))
+    with pytest.raises(ValueError, match=r"\(N, J, 3\)"):
+        diagnose.error_components(gt[..., :2], gt[..., :2])
     out = diagnose.completion_checks(quick_config, preds, [0.0, 1.0], every=1)
     # The moving average, recomputed per video with NumPy.
     smooth = preds["pred"].astype(np.float64).copy()
