@@ -66,8 +66,12 @@ class Workdir:
                     f"work directory {self.path} holds outputs of another config "
                     f"(protocol {stored.get('protocol')!r}); differing fields: {details}. "
                     "Use a new --workdir, or delete this one.")
-        with open(stored_path, "w") as f:
+        # Atomic: a run reading this file while another starts here (pretrain2d.from_workdir)
+        # never sees it half written.
+        tmp = f"{stored_path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
             f.write(self.config.to_json(indent=2))
+        os.replace(tmp, stored_path)
 
     def stage_dir(self, stage: str) -> str:
         if stage not in STAGES:

@@ -252,6 +252,7 @@ def test_detector_is_copied_from_a_run_of_the_same_detector_config(quick_run, qu
         with open(os.path.join(copied, name), "rb") as a, \
                 open(os.path.join(source_model, name), "rb") as b:
             assert a.read() == b.read(), name
+    assert not [f for f in os.listdir(target) if f.endswith(".tmp")]  # config.json written whole
     info = json.load(open(os.path.join(target, "pretrain2d", "DONE.json")))
     assert info["copied_from"] == os.path.abspath(quick_run)
 
