@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from experiments.configs.base import LOSS_SETTINGS
+from experiments.workdir import write_atomic
 from hourglass_jax import metrics, skeleton, viz
 
 METRICS: tuple[str, ...] = ("mpjpe", "nmpjpe", "pmpjpe")
@@ -712,16 +713,10 @@ def write_report(workdir: str) -> str:
     if r.notes:
         r.add("## Notes", "", *[f"- {n}" for n in r.notes], "")
     text = "\n".join(r.md)
-    _write_text(os.path.join(out_dir, "report.md"), text)
-    _write_text(os.path.join(out_dir, "report.json"), json.dumps(r.json, indent=2))
+    write_atomic(os.path.join(out_dir, "report.md"), text)
+    write_atomic(os.path.join(out_dir, "report.json"), json.dumps(r.json, indent=2))
     return text
 
-
-def _write_text(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)  # a killed report never leaves half a file
 
 # ----------------------------------------------------------------------------------------------
 # Several work directories: seeds and the number of labelled subjects (Fig. 5)
@@ -864,8 +859,8 @@ def write_combined_report(workdirs: Sequence[str], out_dir: str) -> str:
         md += ["_Fig. 5 omitted: the subject-wise runs do not differ in their number of labelled "
                "subjects._", ""]
     text = "\n".join(md)
-    _write_text(os.path.join(out_dir, "report.md"), text)
-    _write_text(os.path.join(out_dir, "report.json"), json.dumps(rep, indent=2))
+    write_atomic(os.path.join(out_dir, "report.md"), text)
+    write_atomic(os.path.join(out_dir, "report.json"), json.dumps(rep, indent=2))
     return text
 
 

@@ -94,10 +94,10 @@ def check_supported(config: ml_collections.ConfigDict) -> None:
 def pretrain2d(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
     """Train the 2D detector on the 2D set with the L2 heatmap loss on both stacks, or import it
     from a PyTorch stacked-hourglass checkpoint (`pretrain2d.import_checkpoint`)."""
-    cfg = common.network_config(config)
     source = config.pretrain2d.get("from_workdir", "")
     if source:
         return reuse_detector(config, source, workdir)
+    cfg = common.network_config(config)
     checkpoint = config.pretrain2d.get("import_checkpoint", "")
     if checkpoint:
         from hourglass_jax import importer
@@ -166,10 +166,9 @@ def reuse_detector(config: ml_collections.ConfigDict, source: str, workdir: Work
     with open(config_path) as f:
         theirs = _detector_fields(json.load(f))
     ours = _detector_fields(json.loads(config.to_json()))
-    differing = sorted(k for k in set(theirs) | set(ours) if theirs.get(k) != ours.get(k))
+    differing = workdir_lib.differing_fields(theirs, ours)
     if differing:
-        details = ", ".join(f"{k}: {theirs.get(k)!r} (there) vs {ours.get(k)!r} (here)"
-                            for k in differing[:6])
+        details = workdir_lib.describe_differences(differing, theirs, ours, "there", "here")
         raise ValueError(f"pretrain2d.from_workdir={source} trained its detector with another "
                          f"config; differing fields: {details}")
     target = workdir.file("pretrain2d", MODEL_DIR)

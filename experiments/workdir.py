@@ -35,6 +35,28 @@ def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def differing_fields(a: Mapping[str, Any], b: Mapping[str, Any],
+                     ignore: tuple[str, ...] = ()) -> list[str]:
+    """Sorted keys of two flattened configs whose values differ, except those in `ignore`."""
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k) and k not in ignore)
+
+
+def describe_differences(keys: list[str], a: Mapping[str, Any], b: Mapping[str, Any],
+                         a_name: str, b_name: str, limit: int = 6) -> str:
+    """'key: a (a_name) vs b (b_name), ...' for the first `limit` keys, for error messages."""
+    return ", ".join(f"{k}: {a.get(k)!r} ({a_name}) vs {b.get(k)!r} ({b_name})"
+                     for k in keys[:limit])
+
+
+def write_atomic(path: str, text: str) -> None:
+    """Write `text` to `path` through a temporary file and a rename: a reader (another run) or a
+    kill never sees the file half written."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 def stage_done(path: str, stage: str) -> bool:
     """Whether the work directory at `path` holds `stage`'s DONE.json marker (without binding a
     Workdir to a config, which would create the directory)."""
@@ -56,22 +78,15 @@ class Workdir:
         if os.path.exists(stored_path):
             with open(stored_path) as f:
                 stored = flatten(json.load(f))
-            differing = sorted(
-                k for k in set(stored) | set(current)
-                if stored.get(k) != current.get(k) and k not in _FREE_FIELDS)
+            differing = differing_fields(stored, current, _FREE_FIELDS)
             if differing:
-                details = ", ".join(
-                    f"{k}: {stored.get(k)!r} (workdir) vs {current.get(k)!r} (now)" for k in differing[:6])
+                details = describe_differences(differing, stored, current, "workdir", "now")
                 raise ValueError(
                     f"work directory {self.path} holds outputs of another config "
                     f"(protocol {stored.get('protocol')!r}); differing fields: {details}. "
                     "Use a new --workdir, or delete this one.")
-        # Atomic: a run reading this file while another starts here (pretrain2d.from_workdir)
-        # never sees it half written.
-        tmp = f"{stored_path}.{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
-            f.write(self.config.to_json(indent=2))
-        os.replace(tmp, stored_path)
+        # Another run may be reading it (pretrain2d.from_workdir).
+        write_atomic(stored_path, self.config.to_json(indent=2))
 
     def stage_dir(self, stage: str) -> str:
         if stage not in STAGES:
@@ -87,10 +102,9 @@ class Workdir:
         return stage_done(self.path, stage)
 
     def mark_done(self, stage: str, info: Mapping[str, Any] | None = None) -> None:
-        tmp = self.file(stage, "DONE.json.tmp")
-        with open(tmp, "w") as f:
-            json.dump({"finished_at": time.time(), **(info or {})}, f, indent=2, default=str)
-        os.replace(tmp, self.file(stage, "DONE.json"))  # atomic: a kill never leaves half a marker
+        write_atomic(self.file(stage, "DONE.json"),  # a kill never leaves half a marker
+                     json.dumps({"finished_at": time.time(), **(info or {})}, indent=2,
+                                default=str))
 
     def done_info(self, stage: str) -> dict[str, Any]:
         with open(os.path.join(self.path, stage, "DONE.json")) as f:

@@ -17,6 +17,7 @@ import zlib
 
 import numpy as np
 
+from hourglass_jax import geometry
 from hourglass_jax.data import mocap
 from hourglass_jax.data.render import BODY_PARTS, MATERIALS, NUM_PARTS, PART_MATERIAL
 from hourglass_jax.skeleton import JOINT_INDEX, NUM_JOINTS, ROOT, flip_joints
@@ -169,6 +170,21 @@ def check_actions(names) -> tuple[str, ...]:
     return names
 
 
+def _motion(joints: np.ndarray) -> np.ndarray:
+    """joints as a float64 (F, 16, 3) array; ValueError naming the shape otherwise."""
+    j = np.asarray(joints, np.float64)
+    if j.ndim != 3 or j.shape[1:] != (NUM_JOINTS, 3):
+        raise ValueError(f"joints must be (F, 16, 3) mm, got shape {j.shape}")
+    return j
+
+
+def _keep_floor_contact(out: np.ndarray, src: np.ndarray) -> np.ndarray:
+    """out shifted vertically, frame by frame, so that its lowest joint is as high as src's
+    (feet stay on the floor; jumps keep their height). Both (F, 16, 3) mm, y up; out in place."""
+    out[..., 1] += (src[..., 1].min(axis=1) - out[..., 1].min(axis=1))[:, None]
+    return out
+
+
 def retarget(joints: np.ndarray, bones: dict[str, float]) -> np.ndarray:
     """Rescale the bones of a motion along the kinematic tree, keeping floor contact.
 
@@ -184,9 +200,7 @@ def retarget(joints: np.ndarray, bones: dict[str, float]) -> np.ndarray:
     Returns:
       (F, 16, 3) float64 mm.
     """
-    j = np.asarray(joints, np.float64)
-    if j.ndim != 3 or j.shape[1:] != (NUM_JOINTS, 3):
-        raise ValueError(f"joints must be (F, 16, 3) mm, got shape {j.shape}")
+    j = _motion(joints)
     missing = set(BONE_GROUPS) - set(bones)
     if missing:
         raise ValueError(f"bone factors missing for {sorted(missing)}")
@@ -198,14 +212,14 @@ def retarget(joints: np.ndarray, bones: dict[str, float]) -> np.ndarray:
     for c in _TREE_ORDER:
         p = PARENT[c]
         out[:, c] = out[:, p] + bones[BONE_GROUP[c]] * (j[:, c] - j[:, p])
-    out[..., 1] += (j[..., 1].min(axis=1) - out[..., 1].min(axis=1))[:, None]
-    return out
+    return _keep_floor_contact(out, j)
 
 
 # With `styled`, each subject performs every action in a style of its own, as H36M's actors do:
 # a constant turn of some bones, drawn once per subject (`motion_style`). Without it every
 # subject performs the very same poses, and more labelled subjects add only appearance and
-# proportions (the README's Fig. 5 analogue measures what that gives). Half-ranges in degrees of the turn of the bone ending at each joint, (about the body's
+# proportions (the README's Fig. 5 analogue measures what that gives).
+# Half-ranges in degrees of the turn of the bone ending at each joint (about the body's
 # left-right axis: forward/back swing; about its front-back axis: away from/towards the body).
 STYLE_RANGE_DEG: dict[int, tuple[float, float]] = {
     JOINT_INDEX["thorax"]: (10.0, 5.0),       # torso lean
@@ -251,9 +265,7 @@ def restyle(joints: np.ndarray, style: dict[int, tuple[float, float]]) -> np.nda
     Returns:
       (F, 16, 3) float64 mm.
     """
-    j = np.asarray(joints, np.float64)
-    if j.ndim != 3 or j.shape[1:] != (NUM_JOINTS, 3):
-        raise ValueError(f"joints must be (F, 16, 3) mm, got shape {j.shape}")
+    j = _motion(joints)
     unknown = sorted(set(style) - set(PARENT))
     if unknown:
         raise ValueError(f"style names joints without a parent bone: {unknown}")
@@ -267,14 +279,12 @@ def restyle(joints: np.ndarray, style: dict[int, tuple[float, float]]) -> np.nda
         turn[c] = turn[p]
         if c in style:
             pitch, roll = np.deg2rad(style[c])
-            cp, sp, cr, sr = np.cos(pitch), np.sin(pitch), np.cos(roll), np.sin(roll)
-            rx = np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]])
-            rz = np.array([[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]])
-            local = frames @ (rx @ rz) @ np.swapaxes(frames, -1, -2)
+            turn_body = (geometry.rotation_matrix(np.array([1.0, 0, 0]), pitch)
+                         @ geometry.rotation_matrix(np.array([0, 0, 1.0]), roll))
+            local = frames @ turn_body @ np.swapaxes(frames, -1, -2)
             turn[c] = turn[p] @ local
         out[:, c] = out[:, p] + np.einsum("fij,fj->fi", turn[c], j[:, c] - j[:, p])
-    out[..., 1] += (j[..., 1].min(axis=1) - out[..., 1].min(axis=1))[:, None]
-    return out
+    return _keep_floor_contact(out, j)
 
 
 def mirror(joints: np.ndarray) -> np.ndarray:
