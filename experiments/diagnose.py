@@ -26,10 +26,10 @@ import ml_collections
 import numpy as np
 from absl import app, flags
 
-from experiments import common, stages
+from experiments import common, datasets, stages
 from experiments.workdir import Workdir
-from hourglass_jax import export, geometry, metrics, predictor
-from hourglass_jax.data import pipeline
+from hourglass_jax import export, geometry, metrics, predictor, skeleton
+from hourglass_jax.data import augment, pipeline
 
 FLAGS = flags.FLAGS
 
@@ -41,6 +41,8 @@ def _define_flags() -> None:
     flags.DEFINE_string("taus", "0.7,0.2", "Comma-separated confidence thresholds to try.")
     flags.DEFINE_integer("every", 8, "Use every n-th unlabelled video for the completion check.")
     flags.DEFINE_integer("frames", 512, "Frames per split for the detector check.")
+    flags.DEFINE_integer("view_frames", 768, "Random unlabelled frames for the test-time view "
+                         "check (0: skip it).")
 
 
 def detector_errors(config, workdir: Workdir, frames: int) -> dict[str, Any]:
@@ -119,6 +121,64 @@ def completion_checks(config, preds: dict[str, np.ndarray], taus: Sequence[float
     return out
 
 
+# Views of `test_time_views`: (flipped, rotation deg, scale factor), inside the training
+# augmentation's ranges (augment.ROTATION_DEG, augment.SCALE_RANGE).
+VIEWS: tuple[tuple[bool, float, float], ...] = (
+    (False, 0.0, 1.0), (True, 0.0, 1.0), (False, -20.0, 1.0), (False, -10.0, 1.0),
+    (False, 10.0, 1.0), (False, 20.0, 1.0), (False, 0.0, 0.85), (False, 0.0, 1.15))
+
+
+def _view_name(view: tuple[bool, float, float]) -> str:
+    flipped, rot, scale = view
+    return "identity" if view == VIEWS[0] else (
+        "flip" if flipped else f"rotate{rot:+g}" if rot else f"scale{scale:g}")
+
+
+def test_time_views(config, workdir: Workdir, frames: int, seed: int = 0) -> dict[str, Any]:
+    """How much the baseline's prediction depends on the view: the MPJPE of its root-relative
+    predictions on `frames` random unlabelled frames, seen as they are and through the training
+    augmentation's flip, rotations and scales (mapped back with `augment.pose_to_unaugmented`),
+    and of the average over the views. A large spread between views, and an average far below
+    each view, mean the errors are noise more than bias: the network has not learnt the
+    augmentation's equivariance, and training it on its own view of a frame (the `original`
+    setting) mostly feeds it that noise. Not used by the method; the evaluation stays
+    single-view, as the paper's.
+
+    Returns: {"frames", "views": {name: MPJPE mm}, "view_average_mpjpe",
+      "identity_vs_flip_mm": mean distance between the identity and the flipped view's joints,
+      "index": the frames' dataset indices}.
+    """
+    module, cfg, variables = export.load_model(workdir.require("train3d", stages.MODEL_DIR),
+                                               bn_axis_name=None)
+    del module
+    predict = predictor.make_predictor(cfg, config.model.softargmax_k)
+    sel = datasets.selection(config, "unlabelled")
+    candidates = pipeline.select(pipeline.read_metadata(sel.source),
+                                 **stages._filters(sel.subjects, sel.actions))
+    rng = np.random.default_rng(seed)
+    index = np.sort(rng.choice(candidates, min(frames, len(candidates)), replace=False))
+    samples = [pipeline.decode(sel.source[int(i)], int(i)) for i in index]
+    gt = np.stack([s["pose3d"] for s in samples]).astype(np.float64)
+    gt -= gt[:, skeleton.ROOT:skeleton.ROOT + 1]
+    preds = {}
+    for view in VIEWS:
+        flipped, rot, scale = view
+        seen = [augment.rotate_scale(augment.flip(s) if flipped else s, rot, scale)
+                for s in samples]
+        batch = pipeline.stack([pipeline.finish(s) for s in seen])
+        _, pose, _ = next(predictor.predict_batches(predict, variables, iter([batch]),
+                                                    config.evaluate.batch_size))
+        pose = augment.pose_to_unaugmented(pose, flipped, rot)
+        preds[_view_name(view)] = pose - pose[:, skeleton.ROOT:skeleton.ROOT + 1]
+    average = np.mean(list(preds.values()), axis=0)
+    return {"frames": int(len(index)),
+            "views": {k: float(metrics.mpjpe(p, gt).mean()) for k, p in preds.items()},
+            "view_average_mpjpe": float(metrics.mpjpe(average, gt).mean()),
+            "identity_vs_flip_mm": float(np.linalg.norm(preds["identity"] - preds["flip"],
+                                                        axis=-1).mean()),
+            "index": index.tolist()}
+
+
 def main(argv: Sequence[str]) -> None:
     del argv
     wd_path = FLAGS.workdir
@@ -133,6 +193,9 @@ def main(argv: Sequence[str]) -> None:
               "detector": detector_errors(config, workdir, FLAGS.frames),
               "unlabelled_error_components": error_components(preds["pred"], preds["gt"]),
               "completion": completion_checks(config, preds, taus, FLAGS.every)}
+    if FLAGS.view_frames:
+        views = test_time_views(config, workdir, FLAGS.view_frames)
+        result["test_time_views"] = {k: v for k, v in views.items() if k != "index"}
     text = json.dumps(result, indent=2)
     print(text)
     with open(os.path.join(wd_path, "diagnose.json"), "w") as f:

@@ -187,6 +187,26 @@ def test_diagnostics_match_numpy(quick_run, quick_config):
                                                                 rel=1e-5)
 
 
+
+def test_test_time_views_match_the_predict_stage(quick_run, quick_config):
+    """The identity view is the predict stage's prediction (another code path: its MPJPE on the
+    same frames must agree); the average over views can only lower the mean error (the norm is
+    convex); the flipped view really differs."""
+    from experiments import diagnose
+    workdir = Workdir(quick_run, quick_config)
+    out = diagnose.test_time_views(quick_config, workdir, frames=6, seed=1)
+    assert out["frames"] == 6 and set(out["views"]) == {
+        "identity", "flip", "rotate-20", "rotate-10", "rotate+10", "rotate+20", "scale0.85",
+        "scale1.15"}
+    with np.load(os.path.join(quick_run, "predict", "predictions.npz")) as f:
+        preds = {k: f[k] for k in f.files}
+    rows = [int(np.flatnonzero(preds["index"] == i)[0]) for i in out["index"]]
+    expected = np.linalg.norm(preds["pred"][rows].astype(np.float64)
+                              - preds["gt"][rows].astype(np.float64), axis=-1).mean()
+    assert out["views"]["identity"] == pytest.approx(expected, rel=1e-3)
+    assert out["view_average_mpjpe"] <= np.mean(list(out["views"].values())) + 1e-6
+    assert out["identity_vs_flip_mm"] > 0
+
 def test_second_run_skips_every_stage(quick_run, quick_config, capsys):
     main.run(quick_config, quick_run, "all")
     out = capsys.readouterr().out

@@ -303,3 +303,27 @@ def test_lookahead_prepares_the_next_batches_without_changing_them(tiny):
     finally:
         ahead.close()
     assert ahead._pool is None
+
+
+def test_pose_to_unaugmented_undoes_every_random_augmentation(tiny):
+    """The augmented 3D target mapped back equals the original one, for flips and any rotation;
+    a wrong inverse (no un-flip, or the rotation's sign) would miss by the pose's extent."""
+    rng = np.random.default_rng(3)
+    flips = 0
+    for i in range(0, 300, 19):
+        s = _sample(tiny, i)
+        a = augment.random_augment(s, rng)
+        flips += bool(a["flipped"])
+        back = augment.pose_to_unaugmented(a["pose3d"], bool(a["flipped"]), float(a["rotation"]))
+        np.testing.assert_allclose(back, s["pose3d"], atol=1e-2)
+        root_relative = a["pose3d"] - a["pose3d"][ROOT]
+        np.testing.assert_allclose(
+            augment.pose_to_unaugmented(root_relative, bool(a["flipped"]), float(a["rotation"])),
+            s["pose3d"] - s["pose3d"][ROOT], atol=1e-2)
+    assert 0 < flips < 16  # both branches ran
+    # Batched poses (N, 16, 3) map row by row.
+    poses = np.stack([_sample(tiny, i)["pose3d"] for i in (0, 5)]).astype(np.float64)
+    turned = augment.pose_to_unaugmented(poses, True, 25.0)
+    np.testing.assert_allclose(turned[1], augment.pose_to_unaugmented(poses[1], True, 25.0))
+    with pytest.raises(ValueError, match="pose3d must be"):
+        augment.pose_to_unaugmented(poses[..., :2], False, 0.0)

@@ -150,6 +150,32 @@ def rotate_scale(sample: dict, rotation_deg: float, scale_factor: float) -> dict
     return out
 
 
+def pose_to_unaugmented(pose3d: np.ndarray, flipped: bool, rotation_deg: float) -> np.ndarray:
+    """Map poses seen in an augmented view back to the original camera frame.
+
+    The inverse of what `random_augment` (flip, then `rotate_scale`) does to `pose3d`: turn back
+    about the camera z axis, then un-mirror x and swap left and right back. Scale does not touch
+    the 3D pose. Works on absolute and on root-relative poses (both maps are linear).
+
+    Args:
+      pose3d: (..., 16, 3) mm, the augmented view's camera frame (e.g. a network's prediction on
+        the augmented image).
+      flipped, rotation_deg: the view's `flipped` and `rotation` entries.
+    Returns:
+      (..., 16, 3) float64 mm in the original camera frame.
+    """
+    p = np.asarray(pose3d, np.float64)
+    if p.shape[-2:] != (len(FLIP_PERMUTATION), 3):
+        raise ValueError(f"pose3d must be (..., {len(FLIP_PERMUTATION)}, 3), got {p.shape}")
+    if not np.isfinite(rotation_deg):
+        raise ValueError(f"bad rotation {rotation_deg!r} deg")
+    rz = geometry.rotation_matrix(np.array([0.0, 0.0, 1.0]), -np.deg2rad(float(rotation_deg)))
+    p = p @ rz  # rotate_scale applied p @ rz.T; rz is orthogonal
+    if flipped:
+        p = p[..., FLIP_PERMUTATION, :] * np.array([-1.0, 1.0, 1.0])
+    return p
+
+
 def random_augment(sample: dict, rng: np.random.Generator, *, flip_prob: float = FLIP_PROB,
                    max_rotation_deg: float = ROTATION_DEG,
                    scale_range: tuple[float, float] = SCALE_RANGE) -> dict:

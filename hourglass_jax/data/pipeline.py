@@ -152,8 +152,8 @@ def decode(record: dict, index: int) -> dict:
     return out
 
 
-def _finish(sample: dict) -> dict:
-    """Last step per sample: image to float32 in [0, 1] and the root-relative pose."""
+def finish(sample: dict) -> dict:
+    """The last step of every pipeline, per sample: image to float32 in [0, 1] and the root-relative pose."""
     sample = dict(sample)
     if sample["image"].dtype == np.uint8:
         sample["image"] = sample["image"].astype(np.float32) / np.float32(255.0)
@@ -229,7 +229,7 @@ class TrainPipeline:
             ds = ds.map(relabel)
         if augment:
             ds = ds.random_map(lambda s, rng: aug.random_augment(s, rng), seed=seed + 1)
-        ds = ds.map(_finish)
+        ds = ds.map(finish)
         ds = ds[pi::pc]
         self.dataset: grain.MapDataset = ds.batch(self.local_batch_size, drop_remainder=True,
                                                   batch_fn=stack)
@@ -286,7 +286,7 @@ def eval_batches(source, batch_size: int, subjects: Sequence[str] | None = None,
         rows = list(range(lo, min(lo + batch_size, len(idx))))
         n = len(rows)
         rows += [rows[-1]] * (batch_size - n)
-        b = stack([_finish(recs[i]) for i in rows])
+        b = stack([finish(recs[i]) for i in rows])
         b["mask"] = np.arange(batch_size) < n
         yield b
 
@@ -320,4 +320,4 @@ def read_sequences(source, subjects: Sequence[str] | None = None,
                              f"(got {frames[:10].tolist()}...)")
         recs = source.__getitems__(rows) if hasattr(source, "__getitems__") else \
             [source[i] for i in rows]
-        yield seq, stack([_finish(decode(r, i)) for r, i in zip(recs, rows)])
+        yield seq, stack([finish(decode(r, i)) for r, i in zip(recs, rows)])
