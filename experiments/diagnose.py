@@ -1,6 +1,7 @@
 """Diagnostics of a finished run: how good the 2D detector is, and what the completion can do.
 
     python -m experiments.diagnose --workdir=runs/demo_s1 [--taus=0.7,0.2,0.16] [--every=8]
+        [--view_frames=768]
 
 Prints JSON (and writes `<workdir>/diagnose.json`):
 - detector: 2D argmax error of the pretrained detector (heatmap px) and PCK at 1 and 2 px on the
@@ -12,7 +13,10 @@ Prints JSON (and writes `<workdir>/diagnose.json`):
   the MPJPE of the raw predictions, of the completion (Eq. 1) and of linear interpolation, and
   the error of the unconfident entries before and after completion;
 - moving_average: the MPJPE of the raw predictions averaged over 3 frames (a smoother that also
-  moves the confident entries, which Eq. 1 holds exactly).
+  moves the confident entries, which Eq. 1 holds exactly);
+- test_time_views: the baseline's MPJPE on `--view_frames` random unlabelled frames seen as they
+  are, flipped, rotated and scaled (mapped back to the original camera frame), and of the
+  average over those views: how much of its error is view-dependent noise.
 Works on the embedded dataset's protocols (it reads the `pretrain2d` split).
 """
 from __future__ import annotations
