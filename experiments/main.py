@@ -16,7 +16,7 @@ from ml_collections import config_flags
 
 from experiments import common, configs, datasets
 from experiments import stages as stages_lib
-from experiments.workdir import Workdir, parse_stages, stage_done
+from experiments.workdir import Workdir, parse_stages, read_done_info
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, e.g. experiments/configs/subject_s1.py.")
@@ -33,14 +33,24 @@ def run(config, workdir_path: str, stage_spec: str = "all") -> Workdir:
     """Runs the asked stages in pipeline order; returns the work directory."""
     wanted = parse_stages(stage_spec)
     stages_lib.check_supported(config)
+
+    def missing(stage: str) -> list[str] | None:
+        """None: not done; else the loss settings it still lacks (empty: nothing to do)."""
+        info = read_done_info(workdir_path, stage)
+        return None if info is None else stages_lib.missing_settings(config, stage, info)
+
     # Every dataset the pending stages read must be prepared before the first stage starts.
-    datasets.check_prepared(config, [s for s in wanted if not stage_done(workdir_path, s)])
+    datasets.check_prepared(config, [s for s in wanted if missing(s) != []])
     workdir = Workdir(workdir_path, config)
     for stage in wanted:
-        if workdir.is_done(stage):
+        lacking = missing(stage)
+        if lacking == []:
             logging.info("stage %s: done already, skipped", stage)
             print(f"[{stage}] done already, skipped", flush=True)
             continue
+        if lacking:
+            print(f"[{stage}] done without the loss setting(s) {', '.join(lacking)}; running "
+                  "again", flush=True)
         print(f"[{stage}] running", flush=True)
         start = time.time()
         info = stages_lib.STAGE_FUNCTIONS[stage](config, workdir)

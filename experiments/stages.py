@@ -536,7 +536,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
               f"PMPJPE {o['pmpjpe']:.1f} mm", flush=True)
     with open(workdir.file("evaluate", "results.json"), "w") as f:
         json.dump({"settings": results}, f, indent=2)
-    return {"mpjpe": {k: v["overall"]["mpjpe"] for k, v in results.items()}}
+    return {"settings": list(config.finetune.settings),
+            "mpjpe": {k: v["overall"]["mpjpe"] for k, v in results.items()}}
 
 
 # ---------------------------------------------------------------------------------------- report
@@ -545,7 +546,26 @@ def report(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
     from experiments import report as report_lib
     markdown = report_lib.write_report(workdir.path)
     print(markdown, flush=True)
-    return {"report": os.path.join(workdir.path, "report", "report.md")}
+    return {"settings": list(config.finetune.settings),
+            "report": os.path.join(workdir.path, "report", "report.md")}
+
+
+# Stages whose outputs depend on `finetune.settings`, a field a rerun in the same work directory
+# may change: such a stage counts as done only if it covered every setting the config asks for.
+SETTINGS_STAGES: tuple[str, ...] = ("finetune", "evaluate", "report")
+
+
+def missing_settings(config: ml_collections.ConfigDict, stage: str,
+                     done_info: Mapping[str, Any]) -> list[str]:
+    """The loss settings of `config` that a finished `stage` (its DONE.json info) did not cover;
+    empty for stages that do not depend on them."""
+    if stage not in SETTINGS_STAGES:
+        return []
+    if "settings" in done_info:
+        covered = set(done_info["settings"])
+    else:  # DONE markers written before the settings were recorded
+        covered = {k for k in done_info.get("mpjpe", {}) if k != "baseline"}
+    return [s for s in config.finetune.settings if s not in covered]
 
 
 STAGE_FUNCTIONS: dict[str, Callable[[ml_collections.ConfigDict, Workdir], dict]] = {

@@ -63,6 +63,15 @@ def stage_done(path: str, stage: str) -> bool:
     return os.path.exists(os.path.join(path, stage, "DONE.json"))
 
 
+def read_done_info(path: str, stage: str) -> dict[str, Any] | None:
+    """The info `stage` recorded in its DONE.json in the work directory at `path`; None if it
+    has not finished."""
+    if not stage_done(path, stage):
+        return None
+    with open(os.path.join(path, stage, "DONE.json")) as f:
+        return json.load(f)
+
+
 class Workdir:
     """A work directory bound to one config; refuses to mix outputs of different configs."""
 
@@ -107,8 +116,10 @@ class Workdir:
                                 default=str))
 
     def done_info(self, stage: str) -> dict[str, Any]:
-        with open(os.path.join(self.path, stage, "DONE.json")) as f:
-            return json.load(f)
+        info = read_done_info(self.path, stage)
+        if info is None:
+            raise FileNotFoundError(f"stage {stage!r} has not completed in {self.path}")
+        return info
 
     def require(self, stage: str, name: str) -> str:
         """Path of an output of an earlier stage; a clear error if that stage has not produced it."""

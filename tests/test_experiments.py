@@ -214,6 +214,49 @@ def test_second_run_skips_every_stage(quick_run, quick_config, capsys):
         assert f"[{stage}] done already, skipped" in out
 
 
+def test_rerun_with_more_loss_settings_completes_them(quick_run, tmp_path, capsys):
+    """`finetune.settings` may change between runs of one work directory: a finished finetune,
+    evaluate or report that lacks a setting the config now asks for runs again (finetune only
+    trains what is missing), and a config asking fewer settings skips them all."""
+    workdir = str(tmp_path / "copy")
+    shutil.copytree(quick_run, workdir)
+    shutil.rmtree(os.path.join(workdir, "finetune", "oracle"))
+    for stage in stages.SETTINGS_STAGES:
+        os.remove(os.path.join(workdir, stage, "DONE.json"))
+    config = configs.get_protocol_config("quick")
+    config.data.data_dir = mocap_render.cached_data_dir("tiny")
+    config.finetune.settings = ("bone",)
+    main.run(config, workdir, "finetune,evaluate,report")
+    results = json.load(open(os.path.join(workdir, "evaluate", "results.json")))["settings"]
+    assert set(results) == {"baseline", "bone"}
+    capsys.readouterr()
+
+    config.finetune.settings = ("bone", "oracle")
+    main.run(config, workdir, "finetune,evaluate,report")
+    out = capsys.readouterr().out
+    for stage in stages.SETTINGS_STAGES:
+        assert f"[{stage}] done without the loss setting(s) oracle; running again" in out
+    assert "finetune/bone: done already, skipped" in out
+    assert "finetune/oracle: " in out and "finetune/oracle: done already" not in out
+    assert os.path.exists(os.path.join(workdir, "finetune", "oracle", "model",
+                                       "model_config.json"))
+    results = json.load(open(os.path.join(workdir, "evaluate", "results.json")))["settings"]
+    assert set(results) == {"baseline", "bone", "oracle"}
+    assert "unlabelled ground truth (oracle control)" in open(
+        os.path.join(workdir, "report", "report.md")).read()
+
+    config.finetune.settings = ("oracle",)
+    main.run(config, workdir, "finetune,evaluate,report")
+    out = capsys.readouterr().out
+    for stage in stages.SETTINGS_STAGES:
+        assert f"[{stage}] done already, skipped" in out
+    # A DONE marker of an older version (no recorded settings): evaluate's networks count.
+    assert stages.missing_settings(config, "evaluate", {"mpjpe": {"baseline": 1.0,
+                                                                  "oracle": 2.0}}) == []
+    assert stages.missing_settings(config, "report", {}) == ["oracle"]
+    assert stages.missing_settings(config, "train3d", {}) == []
+
+
 def test_killed_finetune_resumes_from_its_checkpoint(quick_run, quick_config, capsys):
     # A run killed inside fine-tuning leaves checkpoints but no export and no DONE marker.
     setting_dir = os.path.join(quick_run, "finetune", "bone")
