@@ -179,6 +179,24 @@ def reuse_detector(config: ml_collections.ConfigDict, source: str, workdir: Work
 
 
 # --------------------------------------------------------------------------------------- train3d
+def supervised_loss_fn(spec: geometry.VolumeSpec, k: int, coordinate_weight: float) -> Callable:
+    """The supervised stage's loss: L2 between the volumes and Gaussians at the target's voxels
+    (`batch["pose3d"]`, camera frame mm, through the batch's camera and crop), plus
+    `coordinate_weight` times the soft-argmax coordinates' L1 error in voxels (0: off)."""
+
+    def loss_fn(outputs, batch):
+        voxels = geometry.pose_to_voxels(batch["pose3d"], batch["intrinsics"], batch["center"],
+                                         batch["scale"], spec)
+        target = gaussian_volumes(voxels, spec.depth_bins, spec.heatmap_size)
+        heatmap = heatmap_loss(outputs, {"volume": target})
+        if not coordinate_weight:
+            return heatmap, {}
+        coords = coordinate_loss(outputs["volume"], voxels, k)
+        return heatmap + coordinate_weight * coords, {"heatmap": heatmap, "coordinates": coords}
+
+    return loss_fn
+
+
 def train3d(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
     """Train the volumetric stack on the labelled split, the pretrained detector frozen."""
     _, _, detector_vars = export.load_model(workdir.require("pretrain2d", MODEL_DIR))
@@ -191,18 +209,8 @@ def train3d(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
         src, global_batch_size=c.batch_size, seed=config.seed,
         **_filters(config.data.labelled_subjects, config.data.labelled_actions))
 
-    coordinate_weight = float(c.get("coordinate_weight", 0.0))
-
-    def loss_fn(outputs, batch):
-        voxels = geometry.pose_to_voxels(batch["pose3d"], batch["intrinsics"], batch["center"],
-                                batch["scale"], spec)
-        target = gaussian_volumes(voxels, spec.depth_bins, spec.heatmap_size)
-        heatmap = heatmap_loss(outputs, {"volume": target})
-        if not coordinate_weight:
-            return heatmap, {}
-        coords = coordinate_loss(outputs["volume"], voxels, config.model.softargmax_k)
-        return heatmap + coordinate_weight * coords, {"heatmap": heatmap, "coordinates": coords}
-
+    loss_fn = supervised_loss_fn(spec, config.model.softargmax_k,
+                                 float(c.get("coordinate_weight", 0.0)))
     tx = _optimizer(c, c.steps, frozen=("detector",))
     init = create_train_state(module, tx, config.seed,
                               jnp.zeros((1, cfg.input_size, cfg.input_size, 3)), train=False)
@@ -450,6 +458,13 @@ def finetune_loss_fn(spec, k: int, tau: float, gamma: float) -> Callable:
     return loss_fn
 
 
+# `finetune.loss`: "eq2", the paper's Eq. 2 (weighted fidelity on the soft-argmax coordinates in
+# mm, + gamma * bone consistency, as each setting asks); "supervised", our probe: the supervised
+# stage's heatmap loss on the setting's labels, which ignores confidences and bone lengths (so
+# `weighted` and `bone` train like `optimised`).
+FINETUNE_LOSSES: tuple[str, ...] = ("eq2", "supervised")
+
+
 def finetune_steps(config: ml_collections.ConfigDict, frames: int) -> int:
     c = config.finetune
     if c.steps:
@@ -463,6 +478,10 @@ def finetune(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
     unknown = [s for s in c.settings if s not in SETTINGS]
     if unknown:
         raise ValueError(f"unknown finetune setting(s) {unknown}; valid: {', '.join(SETTINGS)}")
+    loss_kind = c.get("loss", "eq2")
+    if loss_kind not in FINETUNE_LOSSES:
+        raise ValueError(f"unknown finetune.loss {loss_kind!r}; "
+                         f"valid: {', '.join(FINETUNE_LOSSES)}")
     labels = _load_npz(workdir.require("complete", "pseudo_labels.npz"))
     module, cfg, variables = export.load_model(workdir.require("train3d", MODEL_DIR))
     spec = predictor.volume_spec(cfg)
@@ -485,14 +504,19 @@ def finetune(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
         kind = "labelled" if target == LABELLED_TRUTH else "pseudo-labelled"
         print(f"  finetune/{setting}: {steps} steps on {len(pipe.indices)} {kind} frames",
               flush=True)
-        state = _train(config, stage_dir, module,
-                       finetune_loss_fn(spec, config.model.softargmax_k, c.tau,
-                                        c.gamma if bones else 0.0),
-                       init, pipe, steps=steps, tx=tx, frozen=("detector",),
+        if loss_kind == "supervised":
+            loss_fn = supervised_loss_fn(spec, config.model.softargmax_k,
+                                         float(config.train3d.get("coordinate_weight", 0.0)))
+        else:
+            loss_fn = finetune_loss_fn(spec, config.model.softargmax_k, c.tau,
+                                       c.gamma if bones else 0.0)
+        state = _train(config, stage_dir, module, loss_fn, init, pipe, steps=steps, tx=tx,
+                       frozen=("detector",),
                        apply_kwargs={"train_detector": False,
                                      "freeze_batchnorm": bool(c.get("freeze_batchnorm", False))},
                        checkpoint_every=c.checkpoint_every,
-                       run_meta={"stage": f"finetune/{setting}", "learning_rate": c.learning_rate,
+                       run_meta={"stage": f"finetune/{setting}", "loss": loss_kind,
+                                 "learning_rate": c.learning_rate,
                                  "batch_size": c.batch_size, "gamma": c.gamma, "tau": c.tau})
         export.save_model(model_path, "volumetric", cfg, _variables(state))
         info[setting] = {"steps": steps}

@@ -257,6 +257,27 @@ def test_rerun_with_more_loss_settings_completes_them(quick_run, tmp_path, capsy
     assert stages.missing_settings(config, "train3d", {}) == []
 
 
+def test_finetune_with_the_supervised_loss(quick_run, tmp_path):
+    """`finetune.loss="supervised"` trains a setting with the supervised stage's heatmap loss
+    (its metrics are train3d's, not Eq. 2's); an unknown loss is a clear error."""
+    workdir = str(tmp_path / "copy")
+    shutil.copytree(quick_run, workdir, ignore=shutil.ignore_patterns("finetune", "evaluate",
+                                                                      "report", "config.json"))
+    config = configs.get_protocol_config("quick")
+    config.data.data_dir = mocap_render.cached_data_dir("tiny")
+    config.finetune.settings = ("oracle",)
+    config.finetune.loss = "supervised"
+    main.run(config, workdir, "finetune")
+    with open(os.path.join(workdir, "finetune", "oracle", "metrics.jsonl")) as f:
+        records = [json.loads(line) for line in f]
+    train = [r for r in records if r.get("kind") == "train"]
+    assert train and all({"heatmap", "coordinates"} <= set(r) for r in train)
+    assert not any("fidelity" in r for r in train)
+    config.finetune.loss = "mse"
+    with pytest.raises(ValueError, match="unknown finetune.loss 'mse'"):
+        stages.finetune(config, Workdir(str(tmp_path / "other"), config))
+
+
 def test_killed_finetune_resumes_from_its_checkpoint(quick_run, quick_config, capsys):
     # A run killed inside fine-tuning leaves checkpoints but no export and no DONE marker.
     setting_dir = os.path.join(quick_run, "finetune", "bone")

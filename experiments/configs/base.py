@@ -102,6 +102,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.finetune.tau = 0.16  # Eq. 4's threshold: the completion's tau
     c.finetune.checkpoint_every = 250
     c.finetune.lr_schedule = "constant"  # or "cosine": half-cosine decay to 1% at the last step
+    # "eq2": the paper's loss; "supervised": the supervised stage's heatmap loss on the labels
+    # (our probe of whether Eq. 3's squared mm error limits fine-tuning; stages.FINETUNE_LOSSES).
+    c.finetune.loss = "eq2"
     # Lifter BatchNorm on its running averages while fine-tuning (train what is evaluated).
     c.finetune.freeze_batchnorm = False
 
