@@ -21,6 +21,9 @@ STAGES: tuple[str, ...] = (
 _FREE_FIELDS = ("log_every", "finetune.settings", "evaluate.batch_size", "predict.batch_size",
                 # a copied detector is checked against this config's detector fields
                 "pretrain2d.from_workdir")
+# Config fields added after work directories were written, with the value that reproduces what
+# those directories hold: a stored config without one of them counts as having this value.
+_ADDED_FIELDS: dict[str, Any] = {"finetune.loss": "eq2"}
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -87,6 +90,8 @@ class Workdir:
         if os.path.exists(stored_path):
             with open(stored_path) as f:
                 stored = flatten(json.load(f))
+            for key, default in _ADDED_FIELDS.items():  # work directories of older versions
+                stored.setdefault(key, default)
             differing = differing_fields(stored, current, _FREE_FIELDS)
             if differing:
                 details = describe_differences(differing, stored, current, "workdir", "now")

@@ -276,6 +276,19 @@ def test_finetune_with_the_supervised_loss(quick_run, tmp_path):
     config.finetune.loss = "mse"
     with pytest.raises(ValueError, match="unknown finetune.loss 'mse'"):
         stages.finetune(config, Workdir(str(tmp_path / "other"), config))
+    # A work directory written before `finetune.loss` existed holds Eq. 2's fine-tuning: it
+    # accepts the default and refuses the probe.
+    stored = json.load(open(os.path.join(quick_run, "config.json")))
+    del stored["finetune"]["loss"]
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "config.json").write_text(json.dumps(stored))
+    default = configs.get_protocol_config("quick")
+    default.data.data_dir = stored["data"]["data_dir"]
+    Workdir(str(old), default)
+    default.finetune.loss = "supervised"
+    with pytest.raises(ValueError, match="another config.*finetune.loss"):
+        Workdir(str(old), default)
 
 
 def test_killed_finetune_resumes_from_its_checkpoint(quick_run, quick_config, capsys):
