@@ -152,9 +152,8 @@ def test_time_views(config, workdir: Workdir, frames: int, seed: int = 0) -> dic
       "identity_vs_flip_mm": mean distance between the identity and the flipped view's joints,
       "index": the frames' dataset indices}.
     """
-    module, cfg, variables = export.load_model(workdir.require("train3d", stages.MODEL_DIR),
-                                               bn_axis_name=None)
-    del module
+    _, cfg, variables = export.load_model(workdir.require("train3d", stages.MODEL_DIR),
+                                          bn_axis_name=None)
     predict = predictor.make_predictor(cfg, config.model.softargmax_k)
     sel = datasets.selection(config, "unlabelled")
     candidates = pipeline.select(pipeline.read_metadata(sel.source),

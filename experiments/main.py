@@ -55,6 +55,8 @@ def run(config, workdir_path: str, stage_spec: str = "all") -> Workdir:
         start = time.time()
         info = stages_lib.STAGE_FUNCTIONS[stage](config, workdir)
         info = dict(info or {}, seconds=round(time.time() - start, 1))
+        if stage in stages_lib.SETTINGS_STAGES:  # what `missing_settings` checks on a rerun
+            info["settings"] = list(config.finetune.settings)
         workdir.mark_done(stage, info)
         print(f"[{stage}] done in {info['seconds']:.1f} s", flush=True)
     return workdir

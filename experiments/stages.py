@@ -520,7 +520,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
                                  "batch_size": c.batch_size, "gamma": c.gamma, "tau": c.tau})
         export.save_model(model_path, "volumetric", cfg, _variables(state))
         info[setting] = {"steps": steps}
-    return {"settings": list(c.settings), **info}
+    return info
 
 
 # -------------------------------------------------------------------------------------- evaluate
@@ -560,8 +560,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
               f"PMPJPE {o['pmpjpe']:.1f} mm", flush=True)
     with open(workdir.file("evaluate", "results.json"), "w") as f:
         json.dump({"settings": results}, f, indent=2)
-    return {"settings": list(config.finetune.settings),
-            "mpjpe": {k: v["overall"]["mpjpe"] for k, v in results.items()}}
+    return {"mpjpe": {k: v["overall"]["mpjpe"] for k, v in results.items()}}
 
 
 # ---------------------------------------------------------------------------------------- report
@@ -570,12 +569,12 @@ def report(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
     from experiments import report as report_lib
     markdown = report_lib.write_report(workdir.path)
     print(markdown, flush=True)
-    return {"settings": list(config.finetune.settings),
-            "report": os.path.join(workdir.path, "report", "report.md")}
+    return {"report": os.path.join(workdir.path, "report", "report.md")}
 
 
 # Stages whose outputs depend on `finetune.settings`, a field a rerun in the same work directory
-# may change: such a stage counts as done only if it covered every setting the config asks for.
+# may change: such a stage counts as done only if it covered every setting the config asks for
+# (`main.run` records them in its DONE.json).
 SETTINGS_STAGES: tuple[str, ...] = ("finetune", "evaluate", "report")
 
 

@@ -54,6 +54,18 @@ def _check(sample: dict) -> int:
     return img.shape[0]
 
 
+def _mirror_pose(pose3d: np.ndarray) -> np.ndarray:
+    """A camera-frame pose (..., 16, 3) seen by the mirrored camera: x negated, left and right
+    swapped (its own inverse)."""
+    return np.asarray(pose3d, np.float64)[..., FLIP_PERMUTATION, :] * np.array([-1.0, 1.0, 1.0])
+
+
+def _camera_roll(rotation_deg: float) -> np.ndarray:
+    """(3, 3) turn of camera-frame points when the crop content turns by `rotation_deg`
+    (counter-clockwise on screen): about the camera z axis by -rotation_deg."""
+    return geometry.rotation_matrix(np.array([0.0, 0.0, 1.0]), -np.deg2rad(float(rotation_deg)))
+
+
 def flip(sample: dict) -> dict:
     """Mirror a sample left-right (an involution: flip(flip(s)) == s)."""
     res = _check(sample)
@@ -62,9 +74,7 @@ def flip(sample: dict) -> dict:
     p2 = np.array(sample["pose2d"], np.float64)
     p2[:, 0] = (res - 1) - p2[:, 0]
     out["pose2d"] = p2[FLIP_PERMUTATION].astype(sample["pose2d"].dtype)
-    p3 = np.array(sample["pose3d"], np.float64)
-    p3[:, 0] = -p3[:, 0]
-    out["pose3d"] = p3[FLIP_PERMUTATION].astype(sample["pose3d"].dtype)
+    out["pose3d"] = _mirror_pose(sample["pose3d"]).astype(sample["pose3d"].dtype)
     out["visible"] = np.asarray(sample["visible"])[FLIP_PERMUTATION]
     for key in PER_JOINT_KEYS:
         if key in sample:
@@ -139,8 +149,7 @@ def rotate_scale(sample: dict, rotation_deg: float, scale_factor: float) -> dict
     out["image"] = warp_image(sample["image"], inv_map)
     p2 = geometry.apply_affine(crop_map, np.asarray(sample["pose2d"], np.float64))
     out["pose2d"] = p2.astype(np.asarray(sample["pose2d"]).dtype)
-    rz = geometry.rotation_matrix(np.array([0.0, 0.0, 1.0]), -np.deg2rad(rotation_deg))
-    p3 = np.asarray(sample["pose3d"], np.float64) @ rz.T
+    p3 = np.asarray(sample["pose3d"], np.float64) @ _camera_roll(rotation_deg).T
     out["pose3d"] = p3.astype(np.asarray(sample["pose3d"]).dtype)
     k[2:] = center + geometry.rotation_2d(rotation_deg) @ (k[2:] - center)
     out["intrinsics"] = k.astype(np.asarray(sample["intrinsics"]).dtype)
@@ -169,11 +178,8 @@ def pose_to_unaugmented(pose3d: np.ndarray, flipped: bool, rotation_deg: float) 
         raise ValueError(f"pose3d must be (..., {len(FLIP_PERMUTATION)}, 3), got {p.shape}")
     if not np.isfinite(rotation_deg):
         raise ValueError(f"bad rotation {rotation_deg!r} deg")
-    rz = geometry.rotation_matrix(np.array([0.0, 0.0, 1.0]), -np.deg2rad(float(rotation_deg)))
-    p = p @ rz  # rotate_scale applied p @ rz.T; rz is orthogonal
-    if flipped:
-        p = p[..., FLIP_PERMUTATION, :] * np.array([-1.0, 1.0, 1.0])
-    return p
+    p = p @ _camera_roll(rotation_deg)  # rotate_scale applied p @ roll.T; roll is orthogonal
+    return _mirror_pose(p) if flipped else p
 
 
 def random_augment(sample: dict, rng: np.random.Generator, *, flip_prob: float = FLIP_PROB,

@@ -153,7 +153,8 @@ def decode(record: dict, index: int) -> dict:
 
 
 def finish(sample: dict) -> dict:
-    """The last step of every pipeline, per sample: image to float32 in [0, 1] and the root-relative pose."""
+    """The last step of every pipeline, per sample: image to float32 in [0, 1] and the
+    root-relative pose."""
     sample = dict(sample)
     if sample["image"].dtype == np.uint8:
         sample["image"] = sample["image"].astype(np.float32) / np.float32(255.0)
