@@ -394,23 +394,61 @@ class GroundTruthLabels:
         return out
 
 
+def labelled_batch_size(config: ml_collections.ConfigDict) -> int:
+    """Rows of each fine-tuning batch that `finetune.labelled_fraction` gives to the labelled
+    split (our extension; 0, the paper's fine-tuning on pseudo-labels alone). ValueError when the
+    fraction is outside [0, 1) or leaves the batch without a pseudo-labelled or labelled row."""
+    c = config.finetune
+    fraction = float(c.get("labelled_fraction", 0.0))
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"finetune.labelled_fraction must be in [0, 1), got {fraction}")
+    rows = int(round(fraction * c.batch_size))
+    if fraction > 0 and not 0 < rows < c.batch_size:
+        raise ValueError(f"finetune.labelled_fraction {fraction} of a batch of {c.batch_size} "
+                         f"gives {rows} labelled rows; it must give between 1 and "
+                         f"{c.batch_size - 1}")
+    return rows
+
+
+def _labelled_split_pipeline(config: ml_collections.ConfigDict, batch_size: int,
+                             seed: int) -> pipeline.TrainPipeline:
+    """The labelled split train3d read, with its ground truth as fine-tuning labels."""
+    return pipeline.TrainPipeline(
+        common.sources(config)["train"], global_batch_size=batch_size, seed=seed,
+        relabel=GroundTruthLabels(),
+        **_filters(config.data.labelled_subjects, config.data.labelled_actions))
+
+
 def finetune_pipeline(config: ml_collections.ConfigDict, setting: str,
-                      labels: dict[str, np.ndarray]) -> pipeline.TrainPipeline:
+                      labels: dict[str, np.ndarray]
+                      ) -> pipeline.TrainPipeline | pipeline.MixedPipeline:
     """The training records of one fine-tuning setting: the unlabelled videos relabelled with
     its pseudo-labels, or (the `labelled` control) the labelled split train3d read, with its
-    ground truth."""
+    ground truth. With `finetune.labelled_fraction` > 0 every batch of a pseudo-label setting
+    ends with that share of labelled frames (a `MixedPipeline`: pseudo-labelled rows first)."""
     c = config.finetune
     target, weighted, _ = SETTINGS[setting]
     if target == LABELLED_TRUTH:
-        return pipeline.TrainPipeline(
-            common.sources(config)["train"], global_batch_size=c.batch_size,
-            seed=config.seed + 1, relabel=GroundTruthLabels(),
-            **_filters(config.data.labelled_subjects, config.data.labelled_actions))
+        return _labelled_split_pipeline(config, c.batch_size, config.seed + 1)
+    mixed_rows = labelled_batch_size(config)
     sel = datasets.selection(config, "unlabelled")
-    return pipeline.TrainPipeline(
-        sel.source, global_batch_size=c.batch_size, seed=config.seed + 1,
+    pseudo = pipeline.TrainPipeline(
+        sel.source, global_batch_size=c.batch_size - mixed_rows, seed=config.seed + 1,
         relabel=PseudoLabels(labels, target, weighted),
         **_filters(sel.subjects, sel.actions))
+    if not mixed_rows:
+        return pseudo
+    return pipeline.MixedPipeline([pseudo, _labelled_split_pipeline(config, mixed_rows,
+                                                                     config.seed + 2)])
+
+
+def describe_frames(pipe: pipeline.TrainPipeline | pipeline.MixedPipeline, kind: str) -> str:
+    """'N <kind> frames', and for a mixed pipeline the labelled rows it adds per batch."""
+    if isinstance(pipe, pipeline.MixedPipeline):
+        pseudo, labelled = pipe.parts
+        return (f"{len(pseudo.indices)} {kind} frames + {len(labelled.indices)} labelled frames "
+                f"({labelled.global_batch_size} of every {pipe.global_batch_size} rows)")
+    return f"{len(pipe.indices)} {kind} frames"
 
 
 class PseudoLabels:
@@ -482,6 +520,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
     if loss_kind not in FINETUNE_LOSSES:
         raise ValueError(f"unknown finetune.loss {loss_kind!r}; "
                          f"valid: {', '.join(FINETUNE_LOSSES)}")
+    labelled_batch_size(config)  # a bad fraction fails before any setting trains
     labels = _load_npz(workdir.require("complete", "pseudo_labels.npz"))
     module, cfg, variables = export.load_model(workdir.require("train3d", MODEL_DIR))
     spec = predictor.volume_spec(cfg)
@@ -502,7 +541,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
         init = init.replace(params=common.to_jnp(variables["params"]),
                             batch_stats=common.to_jnp(variables["batch_stats"]))
         kind = "labelled" if target == LABELLED_TRUTH else "pseudo-labelled"
-        print(f"  finetune/{setting}: {steps} steps on {len(pipe.indices)} {kind} frames",
+        print(f"  finetune/{setting}: {steps} steps on {describe_frames(pipe, kind)}",
               flush=True)
         if loss_kind == "supervised":
             loss_fn = supervised_loss_fn(spec, config.model.softargmax_k,
@@ -517,7 +556,8 @@ def finetune(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
                        checkpoint_every=c.checkpoint_every,
                        run_meta={"stage": f"finetune/{setting}", "loss": loss_kind,
                                  "learning_rate": c.learning_rate,
-                                 "batch_size": c.batch_size, "gamma": c.gamma, "tau": c.tau})
+                                 "batch_size": c.batch_size, "gamma": c.gamma, "tau": c.tau,
+                                 "labelled_fraction": float(c.get("labelled_fraction", 0.0))})
         export.save_model(model_path, "volumetric", cfg, _variables(state))
         info[setting] = {"steps": steps}
     return info

@@ -76,6 +76,49 @@ def test_labelled_control_trains_on_the_labelled_ground_truth(quick_run, quick_c
                                    true - true[skeleton.ROOT], atol=1e-2)
 
 
+def test_labelled_fraction_mixes_labelled_frames_into_pseudo_label_batches(quick_run, tmp_path):
+    """`finetune.labelled_fraction` ends every pseudo-label batch with that share of labelled
+    frames carrying their own ground truth; the `labelled` control stays all labelled; a
+    fraction that leaves no row of either kind is a clear error."""
+    from hourglass_jax.data import pipeline
+    config = configs.get_protocol_config("quick")
+    config.data.data_dir = mocap_render.cached_data_dir("tiny")
+    config.finetune.labelled_fraction = 0.25
+    with np.load(os.path.join(quick_run, "complete", "pseudo_labels.npz")) as f:
+        labels = {k: f[k] for k in f.files}
+    pipe = stages.finetune_pipeline(config, "optimised", labels)
+    assert isinstance(pipe, pipeline.MixedPipeline) and pipe.global_batch_size == 8
+    source = mocap_render.load("tiny", config.data.data_dir)["train"]
+    row_of = {int(i): r for r, i in enumerate(labels["index"])}
+    batch = pipe.batch_at(1)
+    pseudo, truth = slice(0, 6), slice(6, 8)
+    assert set(batch["subject"][pseudo]) <= set(config.data.unlabelled_subjects)
+    assert set(batch["subject"][truth]) <= set(config.data.labelled_subjects)
+    np.testing.assert_array_equal(batch["confidence"][truth], 1.0)
+    # Augmentation mirrors (swapping left and right), turns and scales poses: compare what
+    # survives it, the bone lengths of the pose with its sides swapped back.
+    for i in range(8):
+        pose = batch["pose3d"][i].astype(np.float64)
+        pose = skeleton.flip_joints(pose) if batch["flipped"][i] else pose
+        index = int(batch["index"][i])
+        if i < 6:  # the pseudo-label of that frame, not its truth
+            expected = labels["completed"][row_of[index]]
+        else:
+            expected = np.asarray(source[index]["pose3d"], np.float64)
+        np.testing.assert_allclose(skeleton.bone_lengths(pose),
+                                   skeleton.bone_lengths(expected), rtol=1e-3, atol=0.05)
+    assert not isinstance(stages.finetune_pipeline(config, "labelled", labels),
+                          pipeline.MixedPipeline)
+    config.finetune.labelled_fraction = 0.0
+    assert not isinstance(stages.finetune_pipeline(config, "bone", labels),
+                          pipeline.MixedPipeline)
+    for bad, message in ((1.0, r"must be in \[0, 1\)"), (-0.1, r"must be in \[0, 1\)"),
+                         (0.05, "gives 0 labelled rows"), (0.95, "gives 8 labelled rows")):
+        config.finetune.labelled_fraction = bad
+        with pytest.raises(ValueError, match=message):
+            stages.finetune(config, Workdir(str(tmp_path / f"fraction_{bad}"), config))
+
+
 def test_probe_on_labelled_videos_reads_only_the_labelled_split(quick_run, quick_config):
     """`soft_fidelity_probe --videos=labelled` chooses lambda_o on the baseline's predictions of
     the labelled videos: every labelled frame once, no other subject, the true poses beside."""

@@ -327,3 +327,31 @@ def test_pose_to_unaugmented_undoes_every_random_augmentation(tiny):
     np.testing.assert_allclose(turned[1], augment.pose_to_unaugmented(poses[1], True, 25.0))
     with pytest.raises(ValueError, match="pose3d must be"):
         augment.pose_to_unaugmented(poses[..., :2], False, 0.0)
+
+
+def test_mixed_pipeline_joins_its_parts_batches(tiny):
+    """Batch k of a MixedPipeline is part 0's batch k, then part 1's, whatever was asked
+    before (resume); parts that yield other fields are a clear error."""
+    walk = pl.TrainPipeline(tiny["train"], global_batch_size=6, seed=4, actions=["walk"])
+    s1 = pl.TrainPipeline(tiny["train"], global_batch_size=2, seed=5, subjects=["S1"])
+    mixed = pl.MixedPipeline([walk, s1])
+    assert mixed.global_batch_size == mixed.local_batch_size == 8
+    for step in (3, 0, 40):
+        batch = mixed.batch_at(step)
+        a, b = walk.batch_at(step), s1.batch_at(step)
+        assert batch.keys() == a.keys()
+        for key in a:
+            np.testing.assert_array_equal(batch[key][:6], a[key])
+            np.testing.assert_array_equal(batch[key][6:], b[key])
+        assert set(batch["action"][:6]) == {"walk"} and set(batch["subject"][6:]) == {"S1"}
+
+    def with_confidence(sample):
+        return dict(sample, confidence=np.ones(16, np.float32))
+
+    relabelled = pl.TrainPipeline(tiny["train"], global_batch_size=2, seed=5,
+                                  relabel=with_confidence)
+    with pytest.raises(ValueError, match=r"part 1 yields other fields.*\['confidence'\]"):
+        pl.MixedPipeline([walk, relabelled]).batch_at(0)
+    with pytest.raises(ValueError, match="at least 2 pipelines"):
+        pl.MixedPipeline([walk])
+    mixed.close()

@@ -105,6 +105,10 @@ def get_base_config() -> ml_collections.ConfigDict:
     # "eq2": the paper's loss; "supervised": the supervised stage's heatmap loss on the labels
     # (our probe of whether Eq. 3's squared mm error limits fine-tuning; stages.FINETUNE_LOSSES).
     c.finetune.loss = "eq2"
+    # Share of every fine-tuning batch drawn from the labelled split with its ground truth (our
+    # extension, stages.labelled_batch_size; 0: the paper's fine-tuning on the unlabelled videos
+    # alone). Against forgetting the labelled data, and to keep the exact labels' signal.
+    c.finetune.labelled_fraction = 0.0
     # Lifter BatchNorm on its running averages while fine-tuning (train what is evaluated).
     c.finetune.freeze_batchnorm = False
 

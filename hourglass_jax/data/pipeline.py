@@ -4,6 +4,7 @@
   augment as the paper does (augment.py), batch, shard per process. Random access:
   `batch_at(step)` is a pure function of (seed, step, process), so a resumed run continues the
   same order; `iterator(start_step)` streams the same batches with prefetching threads.
+* `MixedPipeline`: batches joined from fixed-size parts of several `TrainPipeline`s.
 * `eval_batches`: fixed order, no augmentation, the last batch padded (`mask` marks real rows).
 * `read_sequences`: whole videos in frame order (prediction and completion).
 
@@ -275,6 +276,40 @@ class TrainPipeline:
         ds = self.dataset[int(start_step):]
         opts = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
         return iter(ds.to_iter_dataset(opts))
+
+
+class MixedPipeline:
+    """Training batches joined from fixed-size parts of several `TrainPipeline`s: batch `step`
+    is part 0's batch `step`, then part 1's, ... concatenated along the batch axis, so each part
+    keeps its own shuffle, relabelling and resumable order.
+
+    Fine-tuning mixes labelled frames into the pseudo-labelled batches this way
+    (`finetune.labelled_fraction`). Every part must yield the same fields; each is sharded over
+    processes by its own pipeline, so the union over processes is still the global batch.
+    """
+
+    def __init__(self, parts: Sequence[TrainPipeline]):
+        self.parts = list(parts)
+        if len(self.parts) < 2:
+            raise ValueError(f"a MixedPipeline joins at least 2 pipelines, got {len(self.parts)}")
+        self.global_batch_size = sum(p.global_batch_size for p in self.parts)
+        self.local_batch_size = sum(p.local_batch_size for p in self.parts)
+
+    def batch_at(self, step: int) -> dict:
+        """Batch number `step`: (sum of the parts' batch sizes, ...) per field."""
+        batches = [p.batch_at(step) for p in self.parts]
+        fields = set(batches[0])
+        for i, b in enumerate(batches[1:], 1):
+            if set(b) != fields:
+                raise ValueError(
+                    f"MixedPipeline part {i} yields other fields than part 0: "
+                    f"only in part 0 {sorted(fields - set(b))}, only in part {i} "
+                    f"{sorted(set(b) - fields)}")
+        return {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+
+    def close(self) -> None:
+        for p in self.parts:
+            p.close()
 
 
 def eval_batches(source, batch_size: int, subjects: Sequence[str] | None = None,
