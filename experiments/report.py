@@ -588,14 +588,36 @@ def _section_optimisation(r: _Report) -> None:
           "videos) the optimisation moved most; the others are drawn at random.", "")
 
 
+def finetune_schedule(config: Mapping[str, Any]) -> str | None:
+    """One sentence on how the fine-tuning settings were trained (steps, batch, rate, loss, and
+    the labelled share of each batch), from a config.json; None when it has no finetune field."""
+    ft = _cfg(config, "finetune", None)
+    if not isinstance(ft, Mapping):
+        return None
+    length = (f"{ft['steps']} steps" if ft.get("steps") else f"{ft.get('epochs', '?')} epochs")
+    loss = ("the supervised stage's heatmap loss (`finetune.loss=supervised`, our probe)"
+            if ft.get("loss", "eq2") == "supervised" else "Eq. 2")
+    fraction = float(ft.get("labelled_fraction", 0.0))
+    mix = (f"{fraction:g} of every batch labelled frames with their ground truth "
+           "(`finetune.labelled_fraction`, our extension)" if fraction > 0
+           else "the pseudo-labels alone, as in the paper")
+    rate = ft.get("learning_rate")
+    rate = f"{rate:g}" if isinstance(rate, (int, float)) else "?"
+    return (f"Fine-tuning: {length} at batch {ft.get('batch_size', '?')}, learning rate {rate}, "
+            f"with {loss}, on {mix}.")
+
+
 def _section_finetuning(r: _Report, results: Mapping[str, Any]) -> None:
     """Tables 3 and 4: validation errors of the baseline and each fine-tuning setting."""
     t3 = table3(results)
     r.json["table3"] = t3
+    schedule = finetune_schedule(r.config)
+    if schedule:
+        r.json["finetune_schedule"] = schedule
     r.add("## Table 3 analogue: validation errors after fine-tuning", "",
           metrics.markdown_table(t3["rows"], "setting", precision=1),
           "Errors in mm; \"%\" columns: relative change against the baseline (negative is better). "
-          f"Paper (H36M S1): {PAPER_TABLE3}.", "")
+          f"Paper (H36M S1): {PAPER_TABLE3}." + (f" {schedule}" if schedule else ""), "")
     if len(t3["settings"]) == 1:
         r.omit("no fine-tuning setting was evaluated: Tables 3-4 show the baseline only")
         r.add("_Only the baseline was evaluated (no fine-tuning setting in results.json)._", "")

@@ -347,6 +347,30 @@ def test_write_report_full(tmp_path):
         _assert_png(rep["figures"][name])
 
 
+def test_report_names_the_fine_tuning_schedule(tmp_path):
+    """Table 3 says how the settings were fine-tuned, the labelled share and the loss included;
+    a config without a finetune field (older runs) gets no sentence."""
+    paper = {"steps": 200, "batch_size": 32, "learning_rate": 2.5e-5, "loss": "eq2"}
+    assert report.finetune_schedule({"finetune": paper}) == (
+        "Fine-tuning: 200 steps at batch 32, learning rate 2.5e-05, with Eq. 2, on the "
+        "pseudo-labels alone, as in the paper.")
+    mixed = dict(paper, steps=0, epochs=2.0, loss="supervised", labelled_fraction=0.5)
+    text = report.finetune_schedule({"finetune": mixed})
+    assert text.startswith("Fine-tuning: 2.0 epochs at batch 32")
+    assert "heatmap loss" in text and "0.5 of every batch labelled frames" in text
+    assert report.finetune_schedule({}) is None
+    w = _make_workdir(tmp_path / "w", full=False)
+    config = json.load(open(os.path.join(w, "config.json")))
+    assert "Fine-tuning:" not in report.write_report(w)
+    config["finetune"] = dict(paper, labelled_fraction=0.25)
+    with open(os.path.join(w, "config.json"), "w") as f:
+        json.dump(config, f)
+    md = report.write_report(w)
+    assert "learning rate 2.5e-05, with Eq. 2, on 0.25 of every batch labelled frames" in md
+    rep = json.load(open(os.path.join(w, "report", "report.json")))
+    assert rep["finetune_schedule"] in md
+
+
 def test_write_report_optional_inputs_missing(tmp_path):
     w = _make_workdir(tmp_path / "w", full=False)
     md = report.write_report(w)
