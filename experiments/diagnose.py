@@ -33,7 +33,7 @@ from absl import app, flags
 from experiments import common, datasets, stages
 from experiments.workdir import Workdir
 from hourglass_jax import export, geometry, metrics, predictor, skeleton
-from hourglass_jax.data import augment, pipeline
+from hourglass_jax.data import pipeline
 
 FLAGS = flags.FLAGS
 
@@ -125,19 +125,6 @@ def completion_checks(config, preds: dict[str, np.ndarray], taus: Sequence[float
     return out
 
 
-# Views of `test_time_views`: (flipped, rotation deg, scale factor), inside the training
-# augmentation's ranges (augment.ROTATION_DEG, augment.SCALE_RANGE).
-VIEWS: tuple[tuple[bool, float, float], ...] = (
-    (False, 0.0, 1.0), (True, 0.0, 1.0), (False, -20.0, 1.0), (False, -10.0, 1.0),
-    (False, 10.0, 1.0), (False, 20.0, 1.0), (False, 0.0, 0.85), (False, 0.0, 1.15))
-
-
-def _view_name(view: tuple[bool, float, float]) -> str:
-    flipped, rot, scale = view
-    return "identity" if view == VIEWS[0] else (
-        "flip" if flipped else f"rotate{rot:+g}" if rot else f"scale{scale:g}")
-
-
 def test_time_views(config, workdir: Workdir, frames: int, seed: int = 0) -> dict[str, Any]:
     """How much the baseline's prediction depends on the view: the MPJPE of its root-relative
     predictions on `frames` random unlabelled frames, seen as they are and through the training
@@ -163,16 +150,9 @@ def test_time_views(config, workdir: Workdir, frames: int, seed: int = 0) -> dic
     samples = [pipeline.decode(sel.source[int(i)], int(i)) for i in index]
     gt = np.stack([s["pose3d"] for s in samples]).astype(np.float64)
     gt -= gt[:, skeleton.ROOT:skeleton.ROOT + 1]
-    preds = {}
-    for view in VIEWS:
-        flipped, rot, scale = view
-        seen = [augment.rotate_scale(augment.flip(s) if flipped else s, rot, scale)
-                for s in samples]
-        batch = pipeline.stack([pipeline.finish(s) for s in seen])
-        _, pose, _ = next(predictor.predict_batches(predict, variables, iter([batch]),
-                                                    config.evaluate.batch_size))
-        pose = augment.pose_to_unaugmented(pose, flipped, rot)
-        preds[_view_name(view)] = pose - pose[:, skeleton.ROOT:skeleton.ROOT + 1]
+    views = predictor.predict_views(predict, variables, samples, config.evaluate.batch_size)
+    preds = {name: pose - pose[:, skeleton.ROOT:skeleton.ROOT + 1]
+             for name, (pose, _) in views.items()}
     average = np.mean(list(preds.values()), axis=0)
     return {"frames": int(len(index)),
             "views": {k: float(metrics.mpjpe(p, gt).mean()) for k, p in preds.items()},

@@ -229,10 +229,33 @@ def train3d(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
 
 
 # --------------------------------------------------------------------------------------- predict
-def _predict_split(config, model_paths: dict[str, str], src, subjects, actions
-                   ) -> dict[str, dict[str, np.ndarray]]:
+# Fields of a video batch that `predictor.predict_views` reads to make and predict the views.
+_VIEW_FIELDS = ("image", "pose3d", "pose2d", "visible", "intrinsics", "center", "scale",
+                "root_depth")
+
+
+def _predict_video(predict, variables, video: dict[str, np.ndarray], batch_size: int,
+                   average_views: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(pose (F, 16, 3) mm camera frame, confidence (F, 16)) of one network on one video. With
+    `average_views`, the root-relative pose and the confidence are averaged over
+    `predictor.TEST_TIME_VIEWS` (each mapped back to this view), and the root is this view's."""
+    if not average_views:
+        (_, pose, conf), = predictor.predict_batches(predict, variables, [video], batch_size)
+        return pose, conf
+    rows = [{k: video[k][i] for k in _VIEW_FIELDS} for i in range(len(video["image"]))]
+    views = predictor.predict_views(predict, variables, rows, batch_size)
+    root = views["identity"][0][:, skeleton.ROOT:skeleton.ROOT + 1]
+    relative = np.mean([common.root_relative(p) for p, _ in views.values()], axis=0)
+    conf = np.mean([c for _, c in views.values()], axis=0)
+    return relative + root, conf
+
+
+def _predict_split(config, model_paths: dict[str, str], src, subjects, actions,
+                   average_views: bool = False) -> dict[str, dict[str, np.ndarray]]:
     """Predictions of one or more networks of one architecture on whole videos, frame order
-    kept: {name: the arrays of predictions.npz}. The videos are read and decoded once."""
+    kept: {name: the arrays of predictions.npz}. The videos are read and decoded once.
+    `average_views`: each frame's prediction averaged over the test-time views
+    (`_predict_video`)."""
     networks = {}
     for name, path in model_paths.items():
         _, cfg, variables = export.load_model(path)
@@ -249,8 +272,8 @@ def _predict_split(config, model_paths: dict[str, str], src, subjects, actions
         for key in meta_keys:
             meta[key].append(video[key])
         for name, (_, variables) in networks.items():
-            (_, pose, conf), = predictor.predict_batches(
-                predict, variables, [video], config.predict.batch_size)
+            pose, conf = _predict_video(predict, variables, video, config.predict.batch_size,
+                                        average_views)
             cols[name]["pred"].append(common.root_relative(pose))
             cols[name]["pred_root"].append(pose[:, skeleton.ROOT])
             cols[name]["confidence"].append(conf)
@@ -273,12 +296,13 @@ def _predict_split(config, model_paths: dict[str, str], src, subjects, actions
 def predict(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
     """Baseline predictions on every frame of the unlabelled videos."""
     sel = datasets.selection(config, "unlabelled")
+    average_views = bool(config.predict.get("average_views", False))
     out = _predict_split(config, {"baseline": workdir.require("train3d", MODEL_DIR)}, sel.source,
-                         sel.subjects, sel.actions)["baseline"]
+                         sel.subjects, sel.actions, average_views=average_views)["baseline"]
     _save_npz(workdir.file("predict", "predictions.npz"), out)
     share = float(np.mean(out["confidence"] > config.complete.tau))
     return {"frames": len(out["pred"]), "videos": int(out["sequence_id"].max()) + 1,
-            "share_above_tau": share}
+            "share_above_tau": share, "average_views": average_views}
 
 
 def _save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:

@@ -23,7 +23,8 @@ _FREE_FIELDS = ("log_every", "finetune.settings", "evaluate.batch_size", "predic
                 "pretrain2d.from_workdir")
 # Config fields added after work directories were written, with the value that reproduces what
 # those directories hold: a stored config without one of them counts as having this value.
-_ADDED_FIELDS: dict[str, Any] = {"finetune.loss": "eq2", "finetune.labelled_fraction": 0.0}
+_ADDED_FIELDS: dict[str, Any] = {"finetune.loss": "eq2", "finetune.labelled_fraction": 0.0,
+                                 "predict.average_views": False}
 
 
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import functools
-from typing import Iterator, Mapping
+from typing import Iterator, Mapping, Sequence
 
 import jax
 import numpy as np
 
 from hourglass_jax import geometry
+from hourglass_jax.data import augment
 from hourglass_jax.model import ModelConfig, VolumetricHourglass
+from hourglass_jax.skeleton import FLIP_PERMUTATION
 from hourglass_jax.softargmax import predict_pose_mm
 
 
@@ -53,3 +55,53 @@ def predict_batches(predict, variables, batches: Iterator[Mapping[str, np.ndarra
             poses.append(pose[:len(rows)])
             confs.append(conf[:len(rows)])
         yield batch, np.concatenate(poses), np.concatenate(confs)
+
+
+# Views of a frame for test-time averaging: (flipped, rotation deg, scale factor), inside the
+# training augmentation's ranges (augment.ROTATION_DEG, augment.SCALE_RANGE). The first is the
+# frame as it is.
+TEST_TIME_VIEWS: tuple[tuple[bool, float, float], ...] = (
+    (False, 0.0, 1.0), (True, 0.0, 1.0), (False, -20.0, 1.0), (False, -10.0, 1.0),
+    (False, 10.0, 1.0), (False, 20.0, 1.0), (False, 0.0, 0.85), (False, 0.0, 1.15))
+
+
+def view_name(view: tuple[bool, float, float]) -> str:
+    """'identity', 'flip', 'rotate+10', 'scale0.85', ... for a (flipped, rotation, scale) view."""
+    flipped, rot, scale = view
+    if not flipped and rot == 0 and scale == 1:
+        return "identity"
+    return "flip" if flipped else f"rotate{rot:+g}" if rot else f"scale{scale:g}"
+
+
+def predict_views(predict, variables, samples: Sequence[Mapping[str, np.ndarray]],
+                  batch_size: int,
+                  views: Sequence[tuple[bool, float, float]] = TEST_TIME_VIEWS
+                  ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """One network's predictions on each view of `samples`, mapped back to the original frame.
+
+    Each view is made by the training augmentation (`augment.flip`, then `augment.rotate_scale`)
+    and its prediction is mapped back with `augment.pose_to_unaugmented`; a flipped view's
+    confidences are swapped back to the original joint order. The identity view is the samples
+    as they are (no resampling).
+
+    Args:
+      predict: from `make_predictor`. samples: n decoded samples (image (R, R, 3) uint8, or
+        float in [0, 1]; pose3d, pose2d, visible, intrinsics, center, scale, root_depth), e.g.
+        records from `pipeline.decode` or rows of a video batch.
+    Returns:
+      {view_name: (pose (n, 16, 3) mm in the original camera frame, confidence (n, 16))}.
+    """
+    keys = ("image", "intrinsics", "center", "scale", "root_depth")
+    out = {}
+    for view in views:
+        flipped, rot, scale = view
+        seen = [augment.flip(s) if flipped else s for s in samples]
+        if rot != 0 or scale != 1:
+            seen = [augment.rotate_scale(s, rot, scale) for s in seen]
+        batch = {k: np.stack([np.asarray(s[k]) for s in seen]) for k in keys}
+        if batch["image"].dtype == np.uint8:  # decoded records: warped as RGB, then to [0, 1]
+            batch["image"] = batch["image"].astype(np.float32) / np.float32(255.0)
+        (_, pose, conf), = predict_batches(predict, variables, [batch], batch_size)
+        pose = augment.pose_to_unaugmented(pose, flipped, rot)
+        out[view_name(view)] = (pose, conf[..., FLIP_PERMUTATION] if flipped else conf)
+    return out

@@ -250,6 +250,44 @@ def test_test_time_views_match_the_predict_stage(quick_run, quick_config):
     assert out["view_average_mpjpe"] <= np.mean(list(out["views"].values())) + 1e-6
     assert out["identity_vs_flip_mm"] > 0
 
+def test_predict_with_averaged_views(quick_run, tmp_path):
+    """`predict.average_views` stores, per frame, the mean over the test-time views of the
+    root-relative predictions (each mapped back) and of the confidences, at the single view's
+    root; computed here from records read one by one instead of whole videos."""
+    from hourglass_jax import export, predictor
+    from hourglass_jax.data import pipeline
+    workdir = str(tmp_path / "views")
+    shutil.copytree(quick_run, workdir, ignore=shutil.ignore_patterns(
+        "predict", "complete", "finetune", "evaluate", "report", "config.json"))
+    config = configs.get_protocol_config("quick")
+    config.data.data_dir = mocap_render.cached_data_dir("tiny")
+    config.predict.average_views = True
+    main.run(config, workdir, "predict")
+    with np.load(os.path.join(workdir, "predict", "predictions.npz")) as f:
+        averaged = {k: f[k] for k in f.files}
+    with np.load(os.path.join(quick_run, "predict", "predictions.npz")) as f:
+        single = {k: f[k] for k in f.files}
+    np.testing.assert_array_equal(averaged["index"], single["index"])
+    np.testing.assert_allclose(averaged["pred_root"], single["pred_root"], atol=1e-3)
+    _, cfg, variables = export.load_model(os.path.join(quick_run, "train3d", "model"),
+                                          bn_axis_name=None)
+    predict = predictor.make_predictor(cfg, config.model.softargmax_k)
+    source = mocap_render.load("tiny", config.data.data_dir)["train"]
+    rows = [0, 7, len(single["index"]) - 1]
+    samples = [pipeline.finish(pipeline.decode(source[int(single["index"][r])],
+                                               int(single["index"][r]))) for r in rows]
+    views = predictor.predict_views(predict, variables, samples, 4)
+    assert len(views) == len(predictor.TEST_TIME_VIEWS) == 8
+    poses = np.stack([p.astype(np.float64) for p, _ in views.values()])
+    relative = poses - poses[:, :, skeleton.ROOT:skeleton.ROOT + 1]
+    np.testing.assert_allclose(averaged["pred"][rows], relative.mean(0), atol=0.05)
+    np.testing.assert_allclose(averaged["confidence"][rows],
+                               np.mean([c for _, c in views.values()], axis=0), atol=1e-5)
+    np.testing.assert_allclose(views["identity"][0], single["pred"][rows] + single["pred_root"][rows][:, None],
+                               atol=0.05)
+    assert not np.allclose(averaged["pred"][rows], single["pred"][rows], atol=1.0)
+
+
 def test_second_run_skips_every_stage(quick_run, quick_config, capsys):
     main.run(quick_config, quick_run, "all")
     out = capsys.readouterr().out
