@@ -31,6 +31,7 @@ import numpy as np
 from absl import app, flags
 
 from experiments import common, datasets, stages
+from experiments import workdir as workdir_lib
 from experiments.workdir import Workdir
 from hourglass_jax import export, geometry, metrics, predictor, skeleton
 from hourglass_jax.data import pipeline
@@ -167,8 +168,7 @@ def main(argv: Sequence[str]) -> None:
     wd_path = FLAGS.workdir
     if not wd_path or not os.path.exists(os.path.join(wd_path, "config.json")):
         raise ValueError(f"--workdir={wd_path!r} is not a work directory (no config.json)")
-    with open(os.path.join(wd_path, "config.json")) as f:
-        config = ml_collections.ConfigDict(json.load(f))
+    config = ml_collections.ConfigDict(workdir_lib.load_stored_config(wd_path))
     workdir = Workdir(wd_path, config)
     preds = stages._load_npz(workdir.require("predict", "predictions.npz"))
     taus = [float(t) for t in FLAGS.taus.split(",") if t]

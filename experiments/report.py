@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from experiments.configs.base import LOSS_SETTINGS
-from experiments.workdir import write_atomic
+from experiments.workdir import with_added_fields, write_atomic
 from hourglass_jax import metrics, skeleton, viz
 
 METRICS: tuple[str, ...] = ("mpjpe", "nmpjpe", "pmpjpe")
@@ -591,13 +591,13 @@ def _section_optimisation(r: _Report) -> None:
 def finetune_schedule(config: Mapping[str, Any]) -> str | None:
     """One sentence on how the fine-tuning settings were trained (steps, batch, rate, loss, and
     the labelled share of each batch), from a config.json; None when it has no finetune field."""
-    ft = _cfg(config, "finetune", None)
+    ft = _cfg(with_added_fields(config), "finetune", None)
     if not isinstance(ft, Mapping):
         return None
     length = (f"{ft['steps']} steps" if ft.get("steps") else f"{ft.get('epochs', '?')} epochs")
     loss = ("the supervised stage's heatmap loss (`finetune.loss=supervised`, our probe)"
-            if ft.get("loss", "eq2") == "supervised" else "Eq. 2")
-    fraction = float(ft.get("labelled_fraction", 0.0))
+            if ft["loss"] == "supervised" else "Eq. 2")
+    fraction = float(ft["labelled_fraction"])
     mix = (f"{fraction:g} of every batch labelled frames with their ground truth "
            "(`finetune.labelled_fraction`, our extension)" if fraction > 0
            else "the pseudo-labels alone, as in the paper")

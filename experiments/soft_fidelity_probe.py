@@ -32,6 +32,7 @@ from absl import app, flags
 from completion import complete_batch, reference
 from completion.config import CompletionConfig
 from experiments import common, stages
+from experiments import workdir as workdir_lib
 
 SOLVERS = ("reference", "jax")
 
@@ -74,8 +75,7 @@ def probe(preds: dict[str, np.ndarray], tau: float, lambdas: Sequence[float], ev
 def labelled_predictions(workdir: str) -> dict[str, np.ndarray]:
     """The baseline's (train3d) predictions on every labelled video of the work directory's
     config, in the layout of predict/predictions.npz (root-relative mm, with ground truth)."""
-    with open(os.path.join(workdir, "config.json")) as f:
-        config = ml_collections.ConfigDict(json.load(f))
+    config = ml_collections.ConfigDict(workdir_lib.load_stored_config(workdir))
     model = os.path.join(workdir, "train3d", stages.MODEL_DIR)
     if not os.path.exists(os.path.join(model, "model_config.json")):
         raise FileNotFoundError(f"{model} not found: --workdir must hold a finished train3d stage")

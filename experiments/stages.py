@@ -296,7 +296,7 @@ def _predict_split(config, model_paths: dict[str, str], src, subjects, actions,
 def predict(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
     """Baseline predictions on every frame of the unlabelled videos."""
     sel = datasets.selection(config, "unlabelled")
-    average_views = bool(config.predict.get("average_views", False))
+    average_views = bool(config.predict.average_views)
     out = _predict_split(config, {"baseline": workdir.require("train3d", MODEL_DIR)}, sel.source,
                          sel.subjects, sel.actions, average_views=average_views)["baseline"]
     _save_npz(workdir.file("predict", "predictions.npz"), out)
@@ -423,7 +423,7 @@ def labelled_batch_size(config: ml_collections.ConfigDict) -> int:
     split (our extension; 0, the paper's fine-tuning on pseudo-labels alone). ValueError when the
     fraction is outside [0, 1) or leaves the batch without a pseudo-labelled or labelled row."""
     c = config.finetune
-    fraction = float(c.get("labelled_fraction", 0.0))
+    fraction = float(c.labelled_fraction)
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"finetune.labelled_fraction must be in [0, 1), got {fraction}")
     rows = int(round(fraction * c.batch_size))
@@ -540,7 +540,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
     unknown = [s for s in c.settings if s not in SETTINGS]
     if unknown:
         raise ValueError(f"unknown finetune setting(s) {unknown}; valid: {', '.join(SETTINGS)}")
-    loss_kind = c.get("loss", "eq2")
+    loss_kind = c.loss
     if loss_kind not in FINETUNE_LOSSES:
         raise ValueError(f"unknown finetune.loss {loss_kind!r}; "
                          f"valid: {', '.join(FINETUNE_LOSSES)}")
@@ -581,7 +581,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
                        run_meta={"stage": f"finetune/{setting}", "loss": loss_kind,
                                  "learning_rate": c.learning_rate,
                                  "batch_size": c.batch_size, "gamma": c.gamma, "tau": c.tau,
-                                 "labelled_fraction": float(c.get("labelled_fraction", 0.0))})
+                                 "labelled_fraction": float(c.labelled_fraction)})
         export.save_model(model_path, "volumetric", cfg, _variables(state))
         info[setting] = {"steps": steps}
     return info

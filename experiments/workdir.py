@@ -27,6 +27,27 @@ _ADDED_FIELDS: dict[str, Any] = {"finetune.loss": "eq2", "finetune.labelled_frac
                                  "predict.average_views": False}
 
 
+def with_added_fields(config: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored config (nested dicts, as in config.json) with every `_ADDED_FIELDS` entry it
+    lacks set to the value its work directory holds. Only sections the config has get one, so
+    readers of older work directories need no defaults of their own."""
+    out = json.loads(json.dumps(config))  # a deep copy of plain JSON data
+    for dotted, default in _ADDED_FIELDS.items():
+        *sections, name = dotted.split(".")
+        node = out
+        for section in sections:
+            node = node.get(section) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.setdefault(name, default)
+    return out
+
+
+def load_stored_config(path: str) -> dict[str, Any]:
+    """The config.json of the work directory at `path`, `with_added_fields`."""
+    with open(os.path.join(path, "config.json")) as f:
+        return with_added_fields(json.load(f))
+
+
 def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """A nested config dict as {"a.b.c": value}, sequences as lists (for comparing configs)."""
     out = {}
@@ -89,10 +110,7 @@ class Workdir:
         stored_path = os.path.join(self.path, "config.json")
         current = flatten(json.loads(self.config.to_json()))
         if os.path.exists(stored_path):
-            with open(stored_path) as f:
-                stored = flatten(json.load(f))
-            for key, default in _ADDED_FIELDS.items():  # work directories of older versions
-                stored.setdefault(key, default)
+            stored = flatten(load_stored_config(self.path))
             differing = differing_fields(stored, current, _FREE_FIELDS)
             if differing:
                 details = describe_differences(differing, stored, current, "workdir", "now")
