@@ -13,8 +13,9 @@ pretrain2d -> train3d -> predict -> complete -> finetune -> evaluate -> report
 Training stages checkpoint with orbax as they go, so a killed run resumes inside the stage.
 Assumption shared with c2f-vol: the root's absolute depth is known (it only places the skeleton
 for back-projection; every error is root-relative). Ground truth of unlabelled videos is stored
-beside the predictions for the reports, never read by a training stage except the `oracle`
-fine-tuning control, which exists to measure the ceiling of any pseudo-label.
+beside the predictions for the reports, never read by a training stage except two fine-tuning
+controls: `oracle`, which measures the ceiling of any pseudo-label, and `shuffled_error`, which
+measures what labels as wrong as the predictions teach when their errors are not the network's.
 """
 from __future__ import annotations
 
@@ -402,7 +403,27 @@ SETTINGS: dict[str, tuple[str, bool, bool]] = {
     "interp": ("interp", False, False),
     "labelled": (LABELLED_TRUTH, False, False),  # control: the labelled split, no pseudo-label
     "oracle": ("gt", False, False),  # control: the unlabelled videos' true poses (the ceiling)
+    # control: true poses + the predictions' errors of other frames (shuffled_prediction_errors)
+    "shuffled_error": ("shuffled_error", False, False),
 }
+
+
+def shuffled_prediction_errors(labels: Mapping[str, np.ndarray], seed: int) -> np.ndarray:
+    """Labels of the `shuffled_error` control, (N, 16, 3) mm root-relative: each unlabelled
+    frame's true pose plus the raw prediction error (`pred - gt`) of another frame.
+
+    A seeded random cycle through all N frames decides whose error each frame carries, so no
+    frame keeps its own and every error is used once. The labels are then as far from the truth
+    as the predictions (the same per-frame errors, permuted), but an error no longer comes from
+    the network's view of the image it labels. ValueError with fewer than two frames."""
+    gt, pred = np.asarray(labels["gt"]), np.asarray(labels["pred"])
+    if gt.shape != pred.shape or gt.ndim != 3 or gt.shape[0] < 2:
+        raise ValueError(f"shuffled_error needs predictions and true poses of the same shape "
+                         f"(N >= 2, 16, 3); got pred {pred.shape}, gt {gt.shape}")
+    cycle = np.random.default_rng(seed).permutation(gt.shape[0])
+    donor = np.empty_like(cycle)
+    donor[cycle] = np.roll(cycle, -1)  # frame cycle[i] takes the error of frame cycle[i + 1]
+    return gt + (pred - gt)[donor]
 
 
 class GroundTruthLabels:
@@ -546,6 +567,8 @@ def finetune(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
                          f"valid: {', '.join(FINETUNE_LOSSES)}")
     labelled_batch_size(config)  # a bad fraction fails before any setting trains
     labels = _load_npz(workdir.require("complete", "pseudo_labels.npz"))
+    if "shuffled_error" in c.settings:
+        labels["shuffled_error"] = shuffled_prediction_errors(labels, config.seed)
     module, cfg, variables = export.load_model(workdir.require("train3d", MODEL_DIR))
     spec = predictor.volume_spec(cfg)
     # Every setting, the controls included, runs the steps the unlabelled frames ask for.

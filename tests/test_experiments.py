@@ -76,6 +76,60 @@ def test_labelled_control_trains_on_the_labelled_ground_truth(quick_run, quick_c
                                    true - true[skeleton.ROOT], atol=1e-2)
 
 
+def test_shuffled_error_labels_carry_another_frames_prediction_error():
+    """Each label of the `shuffled_error` control is its frame's true pose plus the raw
+    prediction error of exactly one other frame; every error is used once, along one cycle
+    through all frames, so the labels are as far from the truth as the predictions."""
+    rng = np.random.default_rng(3)
+    n = 40
+    gt = rng.normal(0.0, 300.0, (n, 16, 3))
+    pred = gt + rng.normal(0.0, 100.0, (n, 16, 3))
+    labels = stages.shuffled_prediction_errors({"gt": gt, "pred": pred}, seed=7)
+    moved, own = labels - gt, pred - gt
+    donor = []
+    for i in range(n):
+        matches = [j for j in range(n) if np.allclose(moved[i], own[j], atol=1e-9)]
+        assert len(matches) == 1 and matches[0] != i, (i, matches)
+        donor.append(matches[0])
+    assert sorted(donor) == list(range(n))
+    visited, frame = set(), 0
+    while frame not in visited:
+        visited.add(frame)
+        frame = donor[frame]
+    assert len(visited) == n  # one cycle: no two frames just swap their errors
+    per_frame = lambda poses: np.sort(np.linalg.norm(poses - gt, axis=-1).mean(axis=1))
+    np.testing.assert_allclose(per_frame(labels), per_frame(pred), rtol=1e-12)
+    np.testing.assert_array_equal(
+        labels, stages.shuffled_prediction_errors({"gt": gt, "pred": pred}, seed=7))
+    assert not np.allclose(labels, stages.shuffled_prediction_errors({"gt": gt, "pred": pred},
+                                                                     seed=8))
+    with pytest.raises(ValueError, match="N >= 2"):
+        stages.shuffled_prediction_errors({"gt": gt[:1], "pred": pred[:1]}, seed=0)
+    with pytest.raises(ValueError, match="same shape"):
+        stages.shuffled_prediction_errors({"gt": gt, "pred": pred[:, :15]}, seed=0)
+
+
+def test_shuffled_error_control_trains_on_those_labels(quick_run, quick_config):
+    """The quick run fine-tunes the `shuffled_error` control, and its records carry the labels
+    `shuffled_prediction_errors` gives with the config's seed."""
+    from hourglass_jax.data import pipeline
+    with np.load(os.path.join(quick_run, "complete", "pseudo_labels.npz")) as f:
+        labels = {k: f[k] for k in f.files}
+    assert os.path.exists(os.path.join(quick_run, "finetune", "shuffled_error", "model",
+                                       "model_config.json"))
+    expected = stages.shuffled_prediction_errors(labels, quick_config.seed)
+    labels["shuffled_error"] = expected
+    target, weighted, _ = stages.SETTINGS["shuffled_error"]
+    relabel = stages.PseudoLabels(labels, target, weighted)
+    source = mocap_render.load("tiny", quick_config.data.data_dir)["train"]
+    for row in (0, len(labels["index"]) - 1):
+        index = int(labels["index"][row])
+        sample = relabel(pipeline.decode(source[index], index))
+        np.testing.assert_allclose(sample["pose3d"] - sample["pose3d"][skeleton.ROOT],
+                                   expected[row] - expected[row][skeleton.ROOT], atol=1e-2)
+        np.testing.assert_array_equal(sample["confidence"], 1.0)
+
+
 def test_labelled_fraction_mixes_labelled_frames_into_pseudo_label_batches(quick_run, tmp_path):
     """`finetune.labelled_fraction` ends every pseudo-label batch with that share of labelled
     frames carrying their own ground truth; the `labelled` control stays all labelled; a

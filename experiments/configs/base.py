@@ -22,6 +22,12 @@ VALIDATION_SUBJECTS = ("S9", "S11")
 #   oracle:    the unlabelled videos' ground truth as labels (control): the ceiling of any
 #              pseudo-label under this schedule. The only setting that reads that ground truth.
 LOSS_SETTINGS = ("original", "optimised", "weighted", "bone", "interp", "labelled", "oracle")
+# Settings a config may ask for that the protocols do not run by default:
+#   shuffled_error: the unlabelled videos' true poses plus the raw predictions' errors, each error
+#              moved to another frame (control). The labels are exactly as far from the truth as
+#              the predictions, but their errors are not the network's own mistakes on those
+#              images: it tells label noise apart from the network's systematic error.
+OPTIONAL_SETTINGS = ("shuffled_error",)
 
 
 def get_base_config() -> ml_collections.ConfigDict:

@@ -2,7 +2,7 @@
 
 Runs in well under 2 minutes on 2 CPU cores; part of `make test`. Its numbers mean nothing.
 """
-from experiments.configs.base import get_base_config
+from experiments.configs.base import LOSS_SETTINGS, OPTIONAL_SETTINGS, get_base_config
 
 
 def get_config():
@@ -16,6 +16,7 @@ def get_config():
     c.pretrain2d.steps = 3
     c.train3d.steps = 3
     c.finetune.steps = 3
+    c.finetune.settings = LOSS_SETTINGS + OPTIONAL_SETTINGS  # every setting, the optional ones too
     c.predict.batch_size = 16
     c.complete.max_iters = 50
     c.log_every = 1
