@@ -1,7 +1,7 @@
 """Diagnostics of a finished run: how good the 2D detector is, and what the completion can do.
 
     python -m experiments.diagnose --workdir=runs/demo_s1 [--taus=0.7,0.2,0.16] [--every=8]
-        [--view_frames=768]
+        [--view_frames=768] [--reference_workdir=runs/t3d9600_s1]
 
 Prints JSON (and writes `<workdir>/diagnose.json`):
 - detector: 2D argmax error of the pretrained detector (heatmap px) and PCK at 1 and 2 px on the
@@ -14,6 +14,9 @@ Prints JSON (and writes `<workdir>/diagnose.json`):
   the error of the unconfident entries before and after completion;
 - moving_average: the MPJPE of the raw predictions averaged over 3 frames (a smoother that also
   moves the confident entries, which Eq. 1 holds exactly);
+- pseudo_label_own_error_share: the share of the pseudo-labels' error that lies along the
+  network's own (single-view) prediction error (`own_error_share`; `--reference_workdir` names
+  the run whose predict stage holds those predictions, when this run's labels came from views);
 - test_time_views: the baseline's MPJPE on `--view_frames` random unlabelled frames seen as they
   are, flipped, rotated and scaled (mapped back to the original camera frame), and of the
   average over those views: how much of its error is view-dependent noise.
@@ -46,6 +49,9 @@ def _define_flags() -> None:
     flags.DEFINE_string("taus", "0.7,0.2", "Comma-separated confidence thresholds to try.")
     flags.DEFINE_integer("every", 8, "Use every n-th unlabelled video for the completion check.")
     flags.DEFINE_integer("frames", 512, "Frames per split for the detector check.")
+    flags.DEFINE_string("reference_workdir", None, "Work directory whose predict stage holds the "
+                        "network's own single-view predictions of the same frames, for "
+                        "`pseudo_label_own_error_share` (default: this work directory's).")
     flags.DEFINE_integer("view_frames", 768, "Random unlabelled frames for the test-time view "
                          "check (0: skip it).")
 
@@ -93,6 +99,34 @@ def error_components(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
             "image_plane": float(np.linalg.norm(d[..., :2], axis=-1).mean()),
             "depth": float(np.abs(d[..., 2]).mean()),
             "rms_x": float(rms[0]), "rms_y": float(rms[1]), "rms_z": float(rms[2])}
+
+
+def own_error_share(labels: np.ndarray, pred: np.ndarray, gt: np.ndarray) -> float:
+    """How much of the labels' error is the network's own prediction error.
+
+    Each frame's label error (labels - gt, flattened to 48 values, mm) is projected onto that
+    frame's prediction error (pred - gt). Returns the projections' share of the labels' squared
+    error, summed over frames: 1 for labels that err along the prediction (the raw predictions
+    themselves, or any shrinking of their error), 0 for errors orthogonal to it (on average,
+    errors taken from other frames). The `shuffled_error` control's labels are as far from the
+    truth as the predictions with a share near 0; what the pseudo-labels teach tracks this share
+    (README).
+
+    Args:
+      labels, pred, gt: (N, 16, 3) mm, root-relative, the same frames in the same order.
+    """
+    labels, pred, gt = (np.asarray(a, np.float64) for a in (labels, pred, gt))
+    if not labels.shape == pred.shape == gt.shape or labels.ndim != 3:
+        raise ValueError(f"labels, pred and gt must all be (N, J, 3) mm, got {labels.shape}, "
+                         f"{pred.shape} and {gt.shape}")
+    label_err = (labels - gt).reshape(len(gt), -1)
+    own = (pred - gt).reshape(len(gt), -1)
+    own_sq = (own ** 2).sum(axis=1)
+    along = np.where(own_sq > 0, (label_err * own).sum(axis=1) / np.maximum(own_sq, 1e-300), 0.0)
+    total = (label_err ** 2).sum()
+    if total == 0:
+        raise ValueError("the labels equal the true poses: they have no error to attribute")
+    return float((along ** 2 * own_sq).sum() / total)
 
 
 def completion_checks(config, preds: dict[str, np.ndarray], taus: Sequence[float],
@@ -163,6 +197,21 @@ def test_time_views(config, workdir: Workdir, frames: int, seed: int = 0) -> dic
             "index": index.tolist()}
 
 
+def pseudo_label_own_error_share(workdir: Workdir, reference_workdir: str) -> dict[str, Any]:
+    """`own_error_share` of the work directory's pseudo-labels (its predictions, completions and
+    interpolations), each against the predictions in `reference_workdir`'s predict stage: the
+    network being fine-tuned, seen once (single view), when the labels came from views or from
+    other networks."""
+    labels = stages._load_npz(workdir.require("complete", "pseudo_labels.npz"))
+    reference = stages._load_npz(os.path.join(reference_workdir, "predict", "predictions.npz"))
+    if not np.array_equal(reference["index"], labels["index"]):
+        raise ValueError(f"{reference_workdir}'s predictions are not of the frames of "
+                         f"{workdir.path}'s pseudo-labels")
+    return {"reference": reference_workdir,
+            **{key: own_error_share(labels[key], reference["pred"], labels["gt"])
+               for key in ("pred", "completed", "interp")}}
+
+
 def main(argv: Sequence[str]) -> None:
     del argv
     wd_path = FLAGS.workdir
@@ -176,6 +225,8 @@ def main(argv: Sequence[str]) -> None:
               "detector": detector_errors(config, workdir, FLAGS.frames),
               "unlabelled_error_components": error_components(preds["pred"], preds["gt"]),
               "completion": completion_checks(config, preds, taus, FLAGS.every)}
+    result["pseudo_label_own_error_share"] = pseudo_label_own_error_share(
+        workdir, FLAGS.reference_workdir or wd_path)
     if FLAGS.view_frames:
         views = test_time_views(config, workdir, FLAGS.view_frames)
         result["test_time_views"] = {k: v for k, v in views.items() if k != "index"}

@@ -285,6 +285,40 @@ def test_diagnostics_match_numpy(quick_run, quick_config):
 
 
 
+def test_own_error_share_closed_forms(quick_run, quick_config):
+    """`own_error_share` is 1 for labels that shrink the prediction error, 0 for errors
+    orthogonal to it, 1/2 for an orthogonal part as large as the shared one, and the projection
+    formula against a float64 loop on arbitrary errors."""
+    from experiments import diagnose
+    rng = np.random.default_rng(0)
+    gt = rng.normal(0.0, 300.0, (30, 16, 3))
+    own = rng.normal(0.0, 80.0, (30, 16, 3))
+    pred = gt + own
+    other = rng.normal(0.0, 80.0, (30, 16, 3))
+    flat_own, flat_other = own.reshape(30, -1), other.reshape(30, -1)
+    ortho = flat_other - ((flat_other * flat_own).sum(1) / (flat_own ** 2).sum(1))[:, None] * flat_own
+    ortho = ortho.reshape(own.shape)
+    ortho *= (np.linalg.norm(own.reshape(30, -1), axis=1)
+              / np.linalg.norm(ortho.reshape(30, -1), axis=1))[:, None, None]
+    assert diagnose.own_error_share(gt + 0.3 * own, pred, gt) == pytest.approx(1.0)
+    assert diagnose.own_error_share(gt + ortho, pred, gt) == pytest.approx(0.0, abs=1e-12)
+    assert diagnose.own_error_share(gt + 0.5 * own + 0.5 * ortho, pred, gt) == pytest.approx(0.5)
+    labels = gt + other
+    shared = sum(float(np.dot(o, e)) ** 2 / float(np.dot(o, o))
+                 for o, e in zip(flat_own, flat_other))
+    assert diagnose.own_error_share(labels, pred, gt) == pytest.approx(
+        shared / float((flat_other ** 2).sum()), rel=1e-10)
+    with pytest.raises(ValueError, match="no error"):
+        diagnose.own_error_share(gt, pred, gt)
+    with pytest.raises(ValueError, match="must all be"):
+        diagnose.own_error_share(gt[:, :15], pred, gt)
+    # On a run: the predictions share all of their error with themselves.
+    workdir = Workdir(quick_run, quick_config)
+    shares = diagnose.pseudo_label_own_error_share(workdir, quick_run)
+    assert shares["pred"] == pytest.approx(1.0)
+    assert 0.0 <= shares["completed"] <= 1.0 and 0.0 <= shares["interp"] <= 1.0
+
+
 def test_test_time_views_match_the_predict_stage(quick_run, quick_config):
     """The identity view is the predict stage's prediction (another code path: its MPJPE on the
     same frames must agree); the average over views can only lower the mean error (the norm is
