@@ -197,19 +197,21 @@ def test_time_views(config, workdir: Workdir, frames: int, seed: int = 0) -> dic
             "index": index.tolist()}
 
 
-def pseudo_label_own_error_share(workdir: Workdir, reference_workdir: str) -> dict[str, Any]:
+def pseudo_label_own_error_share(workdir: Workdir, reference_workdir: str,
+                                 seed: int = 0) -> dict[str, Any]:
     """`own_error_share` of the work directory's pseudo-labels (its predictions, completions and
-    interpolations), each against the predictions in `reference_workdir`'s predict stage: the
-    network being fine-tuned, seen once (single view), when the labels came from views or from
-    other networks."""
+    interpolations, and the `shuffled_error` control's labels with `seed`), each against the
+    predictions in `reference_workdir`'s predict stage: the network being fine-tuned, seen once
+    (single view), when the labels came from views or from other networks."""
     labels = stages._load_npz(workdir.require("complete", "pseudo_labels.npz"))
     reference = stages._load_npz(os.path.join(reference_workdir, "predict", "predictions.npz"))
     if not np.array_equal(reference["index"], labels["index"]):
         raise ValueError(f"{reference_workdir}'s predictions are not of the frames of "
                          f"{workdir.path}'s pseudo-labels")
+    labels["shuffled_error"] = stages.shuffled_prediction_errors(labels, seed)
     return {"reference": reference_workdir,
             **{key: own_error_share(labels[key], reference["pred"], labels["gt"])
-               for key in ("pred", "completed", "interp")}}
+               for key in ("pred", "completed", "interp", "shuffled_error")}}
 
 
 def main(argv: Sequence[str]) -> None:
@@ -226,7 +228,7 @@ def main(argv: Sequence[str]) -> None:
               "unlabelled_error_components": error_components(preds["pred"], preds["gt"]),
               "completion": completion_checks(config, preds, taus, FLAGS.every)}
     result["pseudo_label_own_error_share"] = pseudo_label_own_error_share(
-        workdir, FLAGS.reference_workdir or wd_path)
+        workdir, FLAGS.reference_workdir or wd_path, int(config.seed))
     if FLAGS.view_frames:
         views = test_time_views(config, workdir, FLAGS.view_frames)
         result["test_time_views"] = {k: v for k, v in views.items() if k != "index"}
