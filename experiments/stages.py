@@ -294,16 +294,59 @@ def _predict_split(config, model_paths: dict[str, str], src, subjects, actions,
             for name, c in cols.items()}
 
 
+# Config fields a teacher's baseline (`predict.teacher_workdirs`) must share with the run: the
+# same data, and the same labelled split, so that no teacher has seen the unlabelled truth.
+TEACHER_FIELDS: tuple[str, ...] = ("data.dataset", "data.builder_config",
+                                   "data.labelled_subjects", "data.labelled_actions")
+
+
+def teacher_models(config: ml_collections.ConfigDict, workdir: Workdir) -> list[str]:
+    """The train3d models that predict the pseudo-labels: this run's baseline, or the baselines
+    of `predict.teacher_workdirs` (our extension), each checked to be finished and trained on
+    this config's data and labelled split (`TEACHER_FIELDS`). A clear error otherwise."""
+    teachers = tuple(config.predict.get("teacher_workdirs", ()))
+    if not teachers:
+        return [workdir.require("train3d", MODEL_DIR)]
+    ours = workdir_lib.flatten(json.loads(config.to_json()))
+    paths = []
+    for teacher in teachers:
+        model = os.path.join(teacher, "train3d", MODEL_DIR)
+        if not stage_done(teacher, "train3d") or not os.path.isdir(model):
+            raise FileNotFoundError(
+                f"predict.teacher_workdirs: {teacher} has no finished train3d stage "
+                f"(missing {os.path.join(teacher, 'train3d', 'DONE.json')} or {model})")
+        if not os.path.exists(os.path.join(teacher, "config.json")):
+            raise FileNotFoundError(f"predict.teacher_workdirs: missing "
+                                    f"{os.path.join(teacher, 'config.json')}")
+        theirs = workdir_lib.flatten(workdir_lib.load_stored_config(teacher))
+        differing = [k for k in TEACHER_FIELDS if theirs.get(k) != ours.get(k)]
+        if differing:
+            details = workdir_lib.describe_differences(differing, theirs, ours, "teacher", "here")
+            raise ValueError(f"predict.teacher_workdirs: {teacher} trained its baseline on other "
+                             f"data or another labelled split; differing fields: {details}")
+        paths.append(model)
+    return paths
+
+
 def predict(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
-    """Baseline predictions on every frame of the unlabelled videos."""
+    """Baseline predictions on every frame of the unlabelled videos. With
+    `predict.teacher_workdirs`, the predictions (root-relative poses, roots and confidences) of
+    those runs' baselines instead, averaged over them."""
     sel = datasets.selection(config, "unlabelled")
     average_views = bool(config.predict.average_views)
-    out = _predict_split(config, {"baseline": workdir.require("train3d", MODEL_DIR)}, sel.source,
-                         sel.subjects, sel.actions, average_views=average_views)["baseline"]
+    models = teacher_models(config, workdir)
+    # One pass per network: teachers may differ in architecture.
+    outs = [_predict_split(config, {"baseline": path}, sel.source, sel.subjects, sel.actions,
+                           average_views=average_views)["baseline"] for path in models]
+    out = dict(outs[0])
+    for key in ("pred", "pred_root", "confidence"):
+        out[key] = np.mean([o[key].astype(np.float64) for o in outs], axis=0).astype(
+            outs[0][key].dtype)
     _save_npz(workdir.file("predict", "predictions.npz"), out)
     share = float(np.mean(out["confidence"] > config.complete.tau))
     return {"frames": len(out["pred"]), "videos": int(out["sequence_id"].max()) + 1,
-            "share_above_tau": share, "average_views": average_views}
+            "share_above_tau": share, "average_views": average_views,
+            "networks": [os.path.dirname(os.path.dirname(p)) for p in models]}
 
 
 def _save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:

@@ -376,6 +376,58 @@ def test_predict_with_averaged_views(quick_run, tmp_path):
     assert not np.allclose(averaged["pred"][rows], single["pred"][rows], atol=1.0)
 
 
+def test_teacher_baselines_predict_the_pseudo_labels(quick_run, tmp_path):
+    """`predict.teacher_workdirs` stores the mean of those runs' baseline predictions (poses,
+    roots, confidences), each as that run's own predict stage made it; a teacher without a
+    finished baseline, or trained on another labelled split, is a clear error."""
+    def quick(**predict_fields):
+        config = configs.get_protocol_config("quick")
+        config.data.data_dir = mocap_render.cached_data_dir("tiny")
+        for key, value in predict_fields.items():
+            config.predict[key] = value
+        return config
+
+    other = str(tmp_path / "other")  # another baseline: seed 1, its own detector
+    seed1 = quick()
+    seed1.seed = 1
+    main.run(seed1, other, "pretrain2d,train3d,predict")
+
+    def predictions(path):
+        with np.load(os.path.join(path, "predict", "predictions.npz")) as f:
+            return {k: f[k] for k in f.files}
+
+    own, theirs = predictions(quick_run), predictions(other)
+    assert not np.allclose(own["pred"], theirs["pred"], atol=1.0)
+    for name, teachers, expected in (
+            ("pair", (quick_run, other), lambda k: (own[k].astype(np.float64) + theirs[k]) / 2),
+            ("single", (other,), lambda k: theirs[k])):
+        student = str(tmp_path / name)
+        shutil.copytree(quick_run, student, ignore=shutil.ignore_patterns(
+            "predict", "complete", "finetune", "evaluate", "report", "config.json"))
+        main.run(quick(teacher_workdirs=teachers), student, "predict")
+        got = predictions(student)
+        np.testing.assert_array_equal(got["index"], own["index"])
+        np.testing.assert_array_equal(got["gt"], own["gt"])
+        for key in ("pred", "pred_root", "confidence"):
+            np.testing.assert_allclose(got[key], expected(key), rtol=1e-5, atol=1e-3)
+
+    moved = str(tmp_path / "moved")  # the other baseline, relabelled as trained on S5
+    shutil.copytree(other, moved)
+    with open(os.path.join(moved, "config.json")) as f:
+        stored = json.load(f)
+    stored["data"]["labelled_subjects"] = ["S5"]
+    with open(os.path.join(moved, "config.json"), "w") as f:
+        json.dump(stored, f)
+    for name, teacher, error, message in (
+            ("bad_split", moved, ValueError, "data.labelled_subjects"),
+            ("bad_path", str(tmp_path / "nowhere"), FileNotFoundError, "no finished train3d")):
+        bad = str(tmp_path / name)
+        shutil.copytree(quick_run, bad, ignore=shutil.ignore_patterns(
+            "predict", "complete", "finetune", "evaluate", "report", "config.json"))
+        with pytest.raises(error, match=message):
+            main.run(quick(teacher_workdirs=(teacher,)), bad, "predict")
+
+
 def test_second_run_skips_every_stage(quick_run, quick_config, capsys):
     main.run(quick_config, quick_run, "all")
     out = capsys.readouterr().out

@@ -86,6 +86,12 @@ def get_base_config() -> ml_collections.ConfigDict:
     # predictor.TEST_TIME_VIEWS; 8 times the predict stage's cost). False: the network's single
     # view, as in the paper. Validation is always single-view.
     c.predict.average_views = False
+    # Work directories whose finished train3d baselines predict the pseudo-labels in place of this
+    # run's own (our extension; README "Whose error the labels carry"): their predictions are
+    # averaged. Each must have been trained on this config's data and labelled split (checked,
+    # stages.TEACHER_FIELDS). This run's own directory may be one of them. Empty: the run's own
+    # baseline, as in the paper.
+    c.predict.teacher_workdirs = ()
 
     c.complete = ml_collections.ConfigDict()
     # The paper sets tau per dataset so that most predictions count as confident: 0.7 on H36M
