@@ -121,12 +121,15 @@ def own_error_share(labels: np.ndarray, pred: np.ndarray, gt: np.ndarray) -> flo
                          f"{pred.shape} and {gt.shape}")
     label_err = (labels - gt).reshape(len(gt), -1)
     own = (pred - gt).reshape(len(gt), -1)
-    own_sq = (own ** 2).sum(axis=1)
-    along = np.where(own_sq > 0, (label_err * own).sum(axis=1) / np.maximum(own_sq, 1e-300), 0.0)
     total = (label_err ** 2).sum()
     if total == 0:
         raise ValueError("the labels equal the true poses: they have no error to attribute")
-    return float((along ** 2 * own_sq).sum() / total)
+    own_sq = (own ** 2).sum(axis=1)
+    # The squared length of each frame's projection, <e_label, e_own>^2 / |e_own|^2 (0 where
+    # the prediction is exact and there is no direction to project onto).
+    projected = np.where(own_sq > 0, (label_err * own).sum(axis=1) ** 2
+                         / np.maximum(own_sq, np.finfo(np.float64).tiny), 0.0)
+    return float(projected.sum() / total)
 
 
 def completion_checks(config, preds: dict[str, np.ndarray], taus: Sequence[float],

@@ -148,6 +148,29 @@ def _detector_fields(config: Mapping[str, Any]) -> dict[str, Any]:
             and k not in _DETECTOR_FREE}
 
 
+def checked_model_of(option: str, source: str, stage: str, config: ml_collections.ConfigDict,
+                     fields: Callable[[Mapping[str, Any]], dict[str, Any]], mismatch: str) -> str:
+    """The exported model of `stage` in another work directory, `source`, after checking that
+    the stage finished there and that its stored config agrees with `config` on `fields` (a
+    config dict -> the flattened fields that must match). FileNotFoundError / ValueError that
+    start with `option` and name the missing file or the differing fields."""
+    model = os.path.join(source, stage, MODEL_DIR)
+    if not stage_done(source, stage) or not os.path.isdir(model):
+        raise FileNotFoundError(
+            f"{option}: no finished {stage} stage there "
+            f"(missing {os.path.join(source, stage, 'DONE.json')} or {model})")
+    config_path = os.path.join(source, "config.json")
+    if not os.path.exists(config_path):
+        raise FileNotFoundError(f"{option}: missing {config_path}")
+    theirs = fields(workdir_lib.load_stored_config(source))
+    ours = fields(json.loads(config.to_json()))
+    differing = workdir_lib.differing_fields(theirs, ours)
+    if differing:
+        details = workdir_lib.describe_differences(differing, theirs, ours, "there", "here")
+        raise ValueError(f"{option} {mismatch}; differing fields: {details}")
+    return model
+
+
 def reuse_detector(config: ml_collections.ConfigDict, source: str, workdir: Workdir) -> dict:
     """The pretrain2d stage of another work directory, copied after checking that it was made by
     the same detector config (`DETECTOR_FIELDS`): protocols that differ only in their 3D data
@@ -156,22 +179,8 @@ def reuse_detector(config: ml_collections.ConfigDict, source: str, workdir: Work
     source = os.path.abspath(source)
     if source == workdir.path:
         raise ValueError(f"pretrain2d.from_workdir is this work directory itself: {source}")
-    model = os.path.join(source, "pretrain2d", MODEL_DIR)
-    if not stage_done(source, "pretrain2d") or not os.path.isdir(model):
-        raise FileNotFoundError(
-            f"pretrain2d.from_workdir={source}: no finished pretrain2d stage there "
-            f"(missing {os.path.join(source, 'pretrain2d', 'DONE.json')} or {model})")
-    config_path = os.path.join(source, "config.json")
-    if not os.path.exists(config_path):
-        raise FileNotFoundError(f"pretrain2d.from_workdir={source}: missing {config_path}")
-    with open(config_path) as f:
-        theirs = _detector_fields(json.load(f))
-    ours = _detector_fields(json.loads(config.to_json()))
-    differing = workdir_lib.differing_fields(theirs, ours)
-    if differing:
-        details = workdir_lib.describe_differences(differing, theirs, ours, "there", "here")
-        raise ValueError(f"pretrain2d.from_workdir={source} trained its detector with another "
-                         f"config; differing fields: {details}")
+    model = checked_model_of(f"pretrain2d.from_workdir={source}", source, "pretrain2d", config,
+                             _detector_fields, "trained its detector with another config")
     target = workdir.file("pretrain2d", MODEL_DIR)
     if os.path.exists(target):  # a copy killed half-way
         shutil.rmtree(target)
@@ -304,28 +313,18 @@ def teacher_models(config: ml_collections.ConfigDict, workdir: Workdir) -> list[
     """The train3d models that predict the pseudo-labels: this run's baseline, or the baselines
     of `predict.teacher_workdirs` (our extension), each checked to be finished and trained on
     this config's data and labelled split (`TEACHER_FIELDS`). A clear error otherwise."""
-    teachers = tuple(config.predict.get("teacher_workdirs", ()))
+    teachers = tuple(config.predict.teacher_workdirs)
     if not teachers:
         return [workdir.require("train3d", MODEL_DIR)]
-    ours = workdir_lib.flatten(json.loads(config.to_json()))
-    paths = []
-    for teacher in teachers:
-        model = os.path.join(teacher, "train3d", MODEL_DIR)
-        if not stage_done(teacher, "train3d") or not os.path.isdir(model):
-            raise FileNotFoundError(
-                f"predict.teacher_workdirs: {teacher} has no finished train3d stage "
-                f"(missing {os.path.join(teacher, 'train3d', 'DONE.json')} or {model})")
-        if not os.path.exists(os.path.join(teacher, "config.json")):
-            raise FileNotFoundError(f"predict.teacher_workdirs: missing "
-                                    f"{os.path.join(teacher, 'config.json')}")
-        theirs = workdir_lib.flatten(workdir_lib.load_stored_config(teacher))
-        differing = [k for k in TEACHER_FIELDS if theirs.get(k) != ours.get(k)]
-        if differing:
-            details = workdir_lib.describe_differences(differing, theirs, ours, "teacher", "here")
-            raise ValueError(f"predict.teacher_workdirs: {teacher} trained its baseline on other "
-                             f"data or another labelled split; differing fields: {details}")
-        paths.append(model)
-    return paths
+
+    def teacher_fields(stored: Mapping[str, Any]) -> dict[str, Any]:
+        flat = workdir_lib.flatten(stored)
+        return {k: flat.get(k) for k in TEACHER_FIELDS}
+
+    return [checked_model_of(f"predict.teacher_workdirs: {teacher}", teacher, "train3d", config,
+                             teacher_fields,
+                             "trained its baseline on other data or another labelled split")
+            for teacher in teachers]
 
 
 def predict(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
