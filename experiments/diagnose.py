@@ -17,6 +17,9 @@ Prints JSON (and writes `<workdir>/diagnose.json`):
 - pseudo_label_own_error_share: the share of the pseudo-labels' error that lies along the
   network's own (single-view) prediction error (`own_error_share`; `--reference_workdir` names
   the run whose predict stage holds those predictions, when this run's labels came from views);
+- error_persistence: the raw and completed pseudo-labels' error split into its per-video constant
+  part and the correlation of the rest over 1, 2, 4 and 8 frames, next to the true motion's:
+  what a temporal prior could remove and what it left;
 - test_time_views: the baseline's MPJPE on `--view_frames` random unlabelled frames seen as they
   are, flipped, rotated and scaled (mapped back to the original camera frame), and of the
   average over those views: how much of its error is view-dependent noise.
@@ -132,6 +135,70 @@ def own_error_share(labels: np.ndarray, pred: np.ndarray, gt: np.ndarray) -> flo
     return float(projected.sum() / total)
 
 
+PERSISTENCE_LAGS = (1, 2, 4, 8)
+
+
+def error_persistence(error: np.ndarray, sequence_id: np.ndarray, frame_index: np.ndarray,
+                      lags: Sequence[int] = PERSISTENCE_LAGS) -> dict[str, Any]:
+    """How the error of a video's poses is spread over time: what a temporal prior can remove.
+
+    Args:
+      error: (N, J, 3) mm per frame, e.g. prediction - truth (or the true poses themselves, to
+        see how fast the motion changes).
+      sequence_id, frame_index: (N,) ints; the frames of one video, consecutive frame indices.
+      lags: frame distances to correlate.
+
+    Returns:
+      video_constant_share: the share of the squared error that is each video's mean error. A
+        constant offset over a whole video fits every low-rank and smoothness prior; no temporal
+        completion can remove it.
+      lag_correlation: {lag: r}, the pooled correlation between the per-video-centred errors of
+        frames `lag` apart in the same video (sum <e_t, e_t+lag> over sqrt of both sums of
+        squares); None where no video is longer than the lag or nothing varies. Error that
+        decorrelates faster than the motion does can be told apart from it.
+      frames, videos: how many.
+    """
+    error = np.asarray(error, np.float64)
+    if error.ndim != 3 or error.shape[-1] != 3:
+        raise ValueError(f"error must be (N, J, 3) mm, got {error.shape}")
+    if not len(sequence_id) == len(frame_index) == len(error):
+        raise ValueError(f"sequence_id ({len(sequence_id)}), frame_index ({len(frame_index)}) and "
+                         f"error ({len(error)}) must have one entry per frame")
+    if not np.isfinite(error).all():
+        raise ValueError("error has NaN or infinite entries")
+    flat = error.reshape(len(error), -1)
+    total = float((flat ** 2).sum())
+    if total == 0:
+        raise ValueError("the error is zero everywhere: nothing to attribute")
+    videos = common.video_rows(sequence_id, frame_index)
+    centred, constant = [], 0.0
+    for rows in videos:
+        mean = flat[rows].mean(axis=0)
+        constant += len(rows) * float((mean ** 2).sum())
+        centred.append(flat[rows] - mean)
+    correlation: dict[int, float | None] = {}
+    for lag in lags:
+        pairs = [(c[:-lag], c[lag:]) for c in centred if len(c) > lag]
+        dot = sum(float((a * b).sum()) for a, b in pairs)
+        norm = np.sqrt(sum(float((a ** 2).sum()) for a, _ in pairs)
+                       * sum(float((b ** 2).sum()) for _, b in pairs))
+        # A varying part 1e-20 of the squared error is the mean subtraction's rounding.
+        correlation[int(lag)] = dot / norm if pairs and norm > 1e-20 * total else None
+    return {"frames": int(len(error)), "videos": len(videos),
+            "video_constant_share": constant / total, "lag_correlation": correlation}
+
+
+def pseudo_label_persistence(workdir: Workdir) -> dict[str, Any]:
+    """`error_persistence` of the work directory's raw and completed pseudo-labels' error, and of
+    the true motion (the poses themselves) as the reference the error's decorrelation is to be
+    compared with."""
+    labels = stages._load_npz(workdir.require("complete", "pseudo_labels.npz"))
+    ids = (labels["sequence_id"], labels["frame_index"])
+    return {"pred": error_persistence(labels["pred"] - labels["gt"], *ids),
+            "completed": error_persistence(labels["completed"] - labels["gt"], *ids),
+            "motion": error_persistence(labels["gt"], *ids)}
+
+
 def completion_checks(config, preds: dict[str, np.ndarray], taus: Sequence[float],
                       every: int) -> dict[str, Any]:
     """Completion vs interpolation vs a 3-frame moving average on a subset of the videos."""
@@ -232,6 +299,7 @@ def main(argv: Sequence[str]) -> None:
               "completion": completion_checks(config, preds, taus, FLAGS.every)}
     result["pseudo_label_own_error_share"] = pseudo_label_own_error_share(
         workdir, FLAGS.reference_workdir or wd_path, int(config.seed))
+    result["error_persistence"] = pseudo_label_persistence(workdir)
     if FLAGS.view_frames:
         views = test_time_views(config, workdir, FLAGS.view_frames)
         result["test_time_views"] = {k: v for k, v in views.items() if k != "index"}

@@ -319,6 +319,69 @@ def test_own_error_share_closed_forms(quick_run, quick_config):
     assert all(0.0 <= shares[k] <= 1.0 for k in ("completed", "interp", "shuffled_error"))
 
 
+def test_error_persistence_closed_forms(quick_run, quick_config):
+    """`error_persistence`: a per-video constant is all constant share with nothing left to
+    correlate; a constant plus a per-frame sign flip splits the squared error in closed form and
+    correlates -1 / +1 at odd / even lags; arbitrary errors in shuffled row order match a
+    float64 loop over each video's frames in time order."""
+    from experiments import diagnose
+    rng = np.random.default_rng(0)
+    lengths = (6, 10, 4)  # even: the sign flip has zero mean over each video
+    seq = np.concatenate([np.full(n, v) for v, n in enumerate(lengths)])
+    frame = np.concatenate([np.arange(n) for n in lengths])
+    offsets = rng.normal(0.0, 50.0, (len(lengths), 16, 3))
+    constant = offsets[seq]
+    out = diagnose.error_persistence(constant, seq, frame)
+    assert out["frames"] == 20 and out["videos"] == 3
+    assert out["video_constant_share"] == pytest.approx(1.0)
+    assert all(r is None for r in out["lag_correlation"].values())
+
+    flip = rng.normal(0.0, 30.0, (16, 3)) * np.where(frame % 2, -1.0, 1.0)[:, None, None]
+    out = diagnose.error_persistence(constant + flip, seq, frame, lags=(1, 2, 3, 8))
+    expected = (constant ** 2).sum() / ((constant ** 2).sum() + (flip ** 2).sum())
+    assert out["video_constant_share"] == pytest.approx(expected, rel=1e-12)
+    assert out["lag_correlation"][1] == pytest.approx(-1.0)
+    assert out["lag_correlation"][2] == pytest.approx(1.0)
+    assert out["lag_correlation"][3] == pytest.approx(-1.0)
+    assert out["lag_correlation"][8] == pytest.approx(1.0)  # only the 10-frame video is longer
+
+    error = rng.normal(0.0, 40.0, (20, 16, 3))
+    order = rng.permutation(20)
+    out = diagnose.error_persistence(error[order], seq[order], frame[order], lags=(1, 5))
+    const_sq, dot, first_sq, second_sq = 0.0, {1: 0.0, 5: 0.0}, {1: 0.0, 5: 0.0}, {1: 0.0, 5: 0.0}
+    for v in range(len(lengths)):
+        e = error[seq == v].reshape(lengths[v], -1)  # seq/frame are already in time order here
+        m = e.mean(axis=0)
+        const_sq += lengths[v] * float(m @ m)
+        c = e - m
+        for lag in (1, 5):
+            for t in range(lengths[v] - lag):
+                dot[lag] += float(c[t] @ c[t + lag])
+                first_sq[lag] += float(c[t] @ c[t])
+                second_sq[lag] += float(c[t + lag] @ c[t + lag])
+    assert out["video_constant_share"] == pytest.approx(const_sq / (error ** 2).sum(), rel=1e-10)
+    for lag in (1, 5):
+        assert out["lag_correlation"][lag] == pytest.approx(
+            dot[lag] / np.sqrt(first_sq[lag] * second_sq[lag]), rel=1e-10)
+
+    with pytest.raises(ValueError, match="NaN"):
+        diagnose.error_persistence(np.full((20, 16, 3), np.nan), seq, frame)
+    with pytest.raises(ValueError, match=r"\(N, J, 3\)"):
+        diagnose.error_persistence(error[..., :2], seq, frame)
+    with pytest.raises(ValueError, match="one entry per frame"):
+        diagnose.error_persistence(error, seq[:-1], frame)
+    with pytest.raises(ValueError, match="zero everywhere"):
+        diagnose.error_persistence(np.zeros((20, 16, 3)), seq, frame)
+    # On a run: one result per label kind, over the predict stage's frames.
+    out = diagnose.pseudo_label_persistence(Workdir(quick_run, quick_config))
+    with np.load(os.path.join(quick_run, "predict", "predictions.npz")) as f:
+        frames = len(f["pred"])
+    for kind in ("pred", "completed", "motion"):
+        assert out[kind]["frames"] == frames
+        assert 0.0 <= out[kind]["video_constant_share"] <= 1.0
+        assert all(r is None or -1.0 <= r <= 1.0 for r in out[kind]["lag_correlation"].values())
+
+
 def test_test_time_views_match_the_predict_stage(quick_run, quick_config):
     """The identity view is the predict stage's prediction (another code path: its MPJPE on the
     same frames must agree); the average over views can only lower the mean error (the norm is
