@@ -43,8 +43,11 @@ def sources(config: ml_collections.ConfigDict, dataset: str | None = None) -> di
 
 
 def network_config(config: ml_collections.ConfigDict) -> ModelConfig:
-    """The network of the experiment, with BatchNorm synchronised over the data axis."""
-    return model_config(config.model.name, bn_axis_name=DATA_AXIS)
+    """The network of the experiment (`model.name`'s preset, `model.channels` wide when that is
+    set), with BatchNorm synchronised over the data axis."""
+    width = int(config.model.get("channels", 0))
+    return model_config(config.model.name, bn_axis_name=DATA_AXIS,
+                        **({"channels": width} if width else {}))
 
 
 def device_batch(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

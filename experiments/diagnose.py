@@ -3,7 +3,8 @@
     python -m experiments.diagnose --workdir=runs/demo_s1 [--taus=0.7,0.2,0.16] [--every=8]
         [--view_frames=768] [--reference_workdir=runs/t3d9600_s1]
 
-Prints JSON (and writes `<workdir>/diagnose.json`):
+Prints JSON and the same as markdown tables (and writes `<workdir>/diagnose.json` and
+`<workdir>/diagnose.md`):
 - detector: 2D argmax error of the pretrained detector (heatmap px) and PCK at 1 and 2 px on the
   first `--frames` frames of its own training set, of the labelled subjects and of validation
   (equal errors on training and validation frames mean the detector underfits);
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 import ml_collections
@@ -284,6 +285,73 @@ def pseudo_label_own_error_share(workdir: Workdir, reference_workdir: str,
                for key in ("pred", "completed", "interp", "shuffled_error")}}
 
 
+def _mm(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}"
+
+
+def _ratio(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}"
+
+
+def markdown(result: Mapping[str, Any]) -> str:
+    """The diagnostics of `main` as markdown tables (the JSON holds the same numbers, unrounded).
+    Sections whose key is absent (for example `test_time_views` with --view_frames=0) are left
+    out."""
+    lines = [f"# Diagnostics of {result['workdir']}", ""]
+    if "detector" in result:
+        lines += ["## 2D detector (heatmap px)", "",
+                  "| frames of | frames | argmax error (px) | PCK@1px | PCK@2px |",
+                  "|---|---:|---:|---:|---:|"]
+        lines += [f"| {split} | {d['frames']} | {d['error_px']:.2f} | {d['pck_1px']:.2f} | "
+                  f"{d['pck_2px']:.2f} |" for split, d in result["detector"].items()]
+        lines.append("")
+    if "unlabelled_error_components" in result:
+        c = result["unlabelled_error_components"]
+        lines += ["## The baseline's error on the unlabelled frames (mm)", "",
+                  "| MPJPE | image plane | depth | RMS x | RMS y | RMS z |",
+                  "|---:|---:|---:|---:|---:|---:|",
+                  "| " + " | ".join(_mm(c[k]) for k in ("mpjpe", "image_plane", "depth", "rms_x",
+                                                         "rms_y", "rms_z")) + " |", ""]
+    if "completion" in result:
+        c = result["completion"]
+        lines += [f"## Completion on {c['videos']} videos ({c['frames']} frames), MPJPE (mm)", "",
+                  f"Raw predictions {_mm(c['predictions_mpjpe'])}, 3-frame moving average "
+                  f"{_mm(c['moving_average_mpjpe'])}.", "",
+                  "| tau | confident share | completed | interpolated | confident joints' error "
+                  "| unconfident joints' error, before -> after |",
+                  "|---:|---:|---:|---:|---:|---|"]
+        lines += [f"| {tau} | {t['share_confident']:.2f} | {_mm(t['completed_mpjpe'])} | "
+                  f"{_mm(t['interpolation_mpjpe'])} | {_mm(t['confident_error'])} | "
+                  f"{_mm(t['unconfident_error_before'])} -> {_mm(t['unconfident_error_after'])} |"
+                  for tau, t in c["taus"].items()]
+        lines.append("")
+    if "pseudo_label_own_error_share" in result:
+        s = result["pseudo_label_own_error_share"]
+        lines += [f"## Share of the labels' error along the network's own ({s['reference']})", "",
+                  "| labels | share |", "|---|---:|"]
+        lines += [f"| {k} | {_ratio(v)} |" for k, v in s.items() if k != "reference"]
+        lines.append("")
+    if "error_persistence" in result:
+        p = result["error_persistence"]
+        lags = list(next(iter(p.values()))["lag_correlation"])
+        lines += ["## Error over time: per-video constant share and correlation of the rest", "",
+                  "| error of | constant share | " + " | ".join(f"lag {lag}" for lag in lags)
+                  + " |", "|---|---:|" + "---:|" * len(lags)]
+        lines += [f"| {k} | {_ratio(v['video_constant_share'])} | "
+                  + " | ".join(_ratio(v["lag_correlation"][lag]) for lag in lags) + " |"
+                  for k, v in p.items()]
+        lines.append("")
+    if "test_time_views" in result:
+        v = result["test_time_views"]
+        lines += [f"## Test-time views on {v['frames']} unlabelled frames, MPJPE (mm)", "",
+                  "| view | MPJPE |", "|---|---:|"]
+        lines += [f"| {name} | {_mm(err)} |" for name, err in v["views"].items()]
+        lines += [f"| average of the views | {_mm(v['view_average_mpjpe'])} |", "",
+                  f"Identity and flipped views' joints lie {_mm(v['identity_vs_flip_mm'])} mm "
+                  "apart.", ""]
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str]) -> None:
     del argv
     wd_path = FLAGS.workdir
@@ -307,6 +375,10 @@ def main(argv: Sequence[str]) -> None:
     print(text)
     with open(os.path.join(wd_path, "diagnose.json"), "w") as f:
         f.write(text + "\n")
+    summary = markdown(result)
+    print(summary)
+    with open(os.path.join(wd_path, "diagnose.md"), "w") as f:
+        f.write(summary)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ from experiments.workdir import STAGES, Workdir, parse_stages
 from hourglass_jax import skeleton
 from hourglass_jax.data import mocap_render
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 @pytest.fixture(scope="module")
 def quick_config():
@@ -382,6 +384,43 @@ def test_error_persistence_closed_forms(quick_run, quick_config):
         assert all(r is None or -1.0 <= r <= 1.0 for r in out[kind]["lag_correlation"].values())
 
 
+def test_diagnose_program_writes_json_and_markdown(quick_run, tmp_path):
+    """`python -m experiments.diagnose` on a copy of a finished run writes diagnose.json and
+    diagnose.md; every section of the JSON has its table, with the JSON's numbers; a directory
+    that is not a run is a clear error."""
+    import subprocess
+    import sys
+    run = tmp_path / "run"
+    shutil.copytree(quick_run, run)
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments.diagnose", f"--workdir={run}", "--taus=0.16",
+         "--every=1", "--frames=8", "--view_frames=4"],
+        capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(run / "diagnose.json") as f:
+        result = json.load(f)
+    text = (run / "diagnose.md").read_text()
+    assert text in proc.stdout
+    for heading in ("## 2D detector", "## The baseline's error on the unlabelled frames",
+                    "## Completion on", "## Share of the labels' error", "## Error over time",
+                    "## Test-time views on 4"):
+        assert heading in text
+    completion_row = result["completion"]["taus"]["0.16"]
+    assert f"| 0.16 | {completion_row['share_confident']:.2f} | " \
+           f"{completion_row['completed_mpjpe']:.1f} |" in text
+    assert f"| {result['unlabelled_error_components']['mpjpe']:.1f} | " in text
+    completed = result["error_persistence"]["completed"]
+    assert (f"| completed | {completed['video_constant_share']:.2f} | "
+            f"{completed['lag_correlation']['1']:.2f} |") in text
+    assert f"| average of the views | {result['test_time_views']['view_average_mpjpe']:.1f} |" \
+        in text
+
+    bad = subprocess.run([sys.executable, "-m", "experiments.diagnose",
+                          f"--workdir={tmp_path / 'nothing'}"],
+                         capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+    assert bad.returncode != 0 and "is not a work directory" in bad.stderr
+
+
 def test_test_time_views_match_the_predict_stage(quick_run, quick_config):
     """The identity view is the predict stage's prediction (another code path: its MPJPE on the
     same frames must agree); the average over views can only lower the mean error (the norm is
@@ -644,6 +683,16 @@ def test_detector_is_copied_from_a_run_of_the_same_detector_config(quick_run, qu
     with pytest.raises(ValueError, match=r"another config.*pretrain2d\.steps: 3 \(there\) vs 4"):
         main.run(mismatched, str(tmp_path / "mismatched"), "pretrain2d")
     mismatched.pretrain2d.steps = quick_config.pretrain2d.steps
+    # Another width is another network: `model.channels` overrides the preset's, and a detector
+    # of the preset's width does not fit it.
+    from hourglass_jax.model import model_config
+    assert common.network_config(mismatched).channels == model_config("test").channels
+    mismatched.model.channels = 24
+    wide = common.network_config(mismatched)
+    assert wide.channels == 24 and wide.depth_bins == model_config("test").depth_bins
+    with pytest.raises(ValueError, match=r"another config.*model\.channels: 0 \(there\) vs 24"):
+        main.run(mismatched, str(tmp_path / "wider"), "pretrain2d")
+    mismatched.model.channels = 0
     mismatched.pretrain2d.from_workdir = str(tmp_path / "nothing_here")
     with pytest.raises(FileNotFoundError, match="no finished pretrain2d stage"):
         main.run(mismatched, str(tmp_path / "unfinished"), "pretrain2d")

@@ -49,6 +49,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict()
     c.model.name = "tiny"
     c.model.softargmax_k = 3
+    # Feature width of every hourglass; 0: the preset's (64 for "tiny"). Compute grows with its
+    # square. Another width is another detector too (pretrain2d.from_workdir checks it).
+    c.model.channels = 0
 
     c.pretrain2d = ml_collections.ConfigDict()
     # CPU schedules, measured on the embedded `small` set (2-core CPU): the detector underfits
