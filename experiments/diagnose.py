@@ -146,8 +146,9 @@ def error_persistence(error: np.ndarray, sequence_id: np.ndarray, frame_index: n
     Args:
       error: (N, J, 3) mm per frame, e.g. prediction - truth (or the true poses themselves, to
         see how fast the motion changes).
-      sequence_id, frame_index: (N,) ints; the frames of one video, consecutive frame indices.
-      lags: frame distances to correlate.
+      sequence_id, frame_index: (N,) ints, any row order.
+      lags: distances to correlate, in frames of a video taken in frame order (rows, where a
+        video's frames were subsampled).
 
     Returns:
       video_constant_share: the share of the squared error that is each video's mean error. A
@@ -183,7 +184,7 @@ def error_persistence(error: np.ndarray, sequence_id: np.ndarray, frame_index: n
         dot = sum(float((a * b).sum()) for a, b in pairs)
         norm = np.sqrt(sum(float((a ** 2).sum()) for a, _ in pairs)
                        * sum(float((b ** 2).sum()) for _, b in pairs))
-        # A varying part 1e-20 of the squared error is the mean subtraction's rounding.
+        # A varying part below 1e-20 of the squared error is the mean subtraction's rounding.
         correlation[int(lag)] = dot / norm if pairs and norm > 1e-20 * total else None
     return {"frames": int(len(error)), "videos": len(videos),
             "video_constant_share": constant / total, "lag_correlation": correlation}
