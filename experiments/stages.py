@@ -262,18 +262,16 @@ def _predict_video(predict, variables, video: dict[str, np.ndarray], batch_size:
 
 def _predict_split(config, model_paths: dict[str, str], src, subjects, actions,
                    average_views: bool = False) -> dict[str, dict[str, np.ndarray]]:
-    """Predictions of one or more networks of one architecture on whole videos, frame order
-    kept: {name: the arrays of predictions.npz}. The videos are read and decoded once.
-    `average_views`: each frame's prediction averaged over the test-time views
-    (`_predict_video`)."""
+    """Predictions of one or more networks on whole videos, frame order kept: {name: the arrays
+    of predictions.npz}. The videos are read and decoded once, whatever the networks'
+    architectures (`make_predictor` compiles once per architecture). `average_views`: each
+    frame's prediction averaged over the test-time views (`_predict_video`)."""
     networks = {}
     for name, path in model_paths.items():
         _, cfg, variables = export.load_model(path)
-        networks[name] = (cfg, common.to_jnp(variables))  # on the device once, not per call
-    configs_seen = {cfg for cfg, _ in networks.values()}
-    if len(configs_seen) != 1:
-        raise ValueError(f"networks of different architectures cannot share a pass: {model_paths}")
-    predict = predictor.make_predictor(configs_seen.pop(), config.model.softargmax_k)
+        # The variables go to the device once, not per call.
+        networks[name] = (predictor.make_predictor(cfg, config.model.softargmax_k),
+                          common.to_jnp(variables))
     meta_keys = ("sequence", "frame", "index", "subject", "action", "camera", "pose3d_rel")
     meta: dict[str, list] = {k: [] for k in meta_keys}
     cols = {name: {k: [] for k in ("pred", "pred_root", "confidence")} for name in networks}
@@ -281,7 +279,7 @@ def _predict_split(config, model_paths: dict[str, str], src, subjects, actions,
     for _, video in pipeline.read_sequences(src, **_filters(subjects, actions)):
         for key in meta_keys:
             meta[key].append(video[key])
-        for name, (_, variables) in networks.items():
+        for name, (predict, variables) in networks.items():
             pose, conf = _predict_video(predict, variables, video, config.predict.batch_size,
                                         average_views)
             cols[name]["pred"].append(common.root_relative(pose))
@@ -334,9 +332,10 @@ def predict(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
     sel = datasets.selection(config, "unlabelled")
     average_views = bool(config.predict.average_views)
     models = teacher_models(config, workdir)
-    # One pass per network: teachers may differ in architecture.
-    outs = [_predict_split(config, {"baseline": path}, sel.source, sel.subjects, sel.actions,
-                           average_views=average_views)["baseline"] for path in models]
+    # Keyed by position: a teacher named twice counts twice in the mean.
+    outs = list(_predict_split(config, {str(i): path for i, path in enumerate(models)},
+                               sel.source, sel.subjects, sel.actions,
+                               average_views=average_views).values())
     out = dict(outs[0])
     for key in ("pred", "pred_root", "confidence"):
         out[key] = np.mean([o[key].astype(np.float64) for o in outs], axis=0).astype(

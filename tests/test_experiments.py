@@ -495,8 +495,7 @@ def test_teacher_baselines_predict_the_pseudo_labels(quick_run, tmp_path):
     main.run(seed1, other, "pretrain2d,train3d,predict")
 
     def predictions(path):
-        with np.load(os.path.join(path, "predict", "predictions.npz")) as f:
-            return {k: f[k] for k in f.files}
+        return stages._load_npz(os.path.join(path, "predict", "predictions.npz"))
 
     own, theirs = predictions(quick_run), predictions(other)
     assert not np.allclose(own["pred"], theirs["pred"], atol=1.0)
