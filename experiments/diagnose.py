@@ -1,7 +1,8 @@
 """Diagnostics of a finished run: how good the 2D detector is, and what the completion can do.
 
     python -m experiments.diagnose --workdir=runs/demo_s1 [--taus=0.7,0.2,0.16] [--every=8]
-        [--view_frames=768] [--reference_workdir=runs/t3d9600_s1]
+        [--view_frames=768] [--fit_frames=512] [--reference_workdir=runs/t3d9600_s1]
+        [--sections=fit,...]
 
 Prints JSON and the same as markdown tables (and writes `<workdir>/diagnose.json` and
 `<workdir>/diagnose.md`):
@@ -24,6 +25,13 @@ Prints JSON and the same as markdown tables (and writes `<workdir>/diagnose.json
 - test_time_views: the baseline's MPJPE on `--view_frames` random unlabelled frames seen as they
   are, flipped, rotated and scaled (mapped back to the original camera frame), and of the
   average over those views: how much of its error is view-dependent noise.
+- fit: the MPJPE of the baseline and of every fine-tuned network of the run on `--fit_frames`
+  random frames each of the labelled training frames, of the unlabelled videos and of
+  validation: the baseline's gap between its own training frames and new subjects' is the
+  headroom fine-tuning works in; the fine-tuned rows show how much of what a network learns on
+  the unlabelled videos carries over to validation subjects.
+`--sections` computes only the named sections; the others keep what an earlier diagnose.json of
+the work directory holds.
 Works on the embedded dataset's protocols (it reads the `pretrain2d` split).
 """
 from __future__ import annotations
@@ -58,6 +66,15 @@ def _define_flags() -> None:
                         "`pseudo_label_own_error_share` (default: this work directory's).")
     flags.DEFINE_integer("view_frames", 768, "Random unlabelled frames for the test-time view "
                          "check (0: skip it).")
+    flags.DEFINE_integer("fit_frames", 512, "Random frames per split for the baseline's fit "
+                         "check (0: skip it).")
+    flags.DEFINE_list("sections", list(SECTIONS), "The sections to compute (default: all).")
+
+
+# The sections of the result, in the order they are computed and printed.
+SECTIONS: tuple[str, ...] = ("detector", "unlabelled_error_components", "completion",
+                             "pseudo_label_own_error_share", "error_persistence",
+                             "test_time_views", "fit")
 
 
 def detector_errors(config, workdir: Workdir, frames: int) -> dict[str, Any]:
@@ -232,6 +249,132 @@ def completion_checks(config, preds: dict[str, np.ndarray], taus: Sequence[float
     return out
 
 
+def _baseline(config, workdir: Workdir) -> tuple[Any, Any]:
+    """(predict function, variables) of the work directory's train3d network."""
+    return _network(config, workdir.require("train3d", stages.MODEL_DIR))
+
+
+def _network(config, model_dir: str) -> tuple[Any, Any]:
+    """(predict function, variables) of an exported network."""
+    _, cfg, variables = export.load_model(model_dir, bn_axis_name=None)
+    return predictor.make_predictor(cfg, config.model.softargmax_k), variables
+
+
+def run_networks(config, workdir: Workdir) -> dict[str, str]:
+    """{name: model directory} of the run's networks: "baseline" (train3d) and every fine-tuned
+    setting whose network exists (in `stages.SETTINGS` order), whether or not the stored config
+    lists it."""
+    networks = {"baseline": workdir.require("train3d", stages.MODEL_DIR)}
+    for setting in stages.SETTINGS:
+        path = os.path.join(workdir.path, "finetune", setting, stages.MODEL_DIR)
+        if os.path.isdir(path):
+            networks[setting] = path
+    return networks
+
+
+def _random_frames(source, subjects, actions, frames: int, seed: int
+                   ) -> tuple[np.ndarray, list[dict], np.ndarray]:
+    """`frames` random records of `source` that pass the subjects/actions filters (all of them
+    when fewer): (sorted record numbers, decoded samples, root-relative true poses (n, 16, 3) mm
+    float64)."""
+    candidates = pipeline.select(pipeline.read_metadata(source),
+                                 **stages._filters(subjects, actions))
+    rng = np.random.default_rng(seed)
+    index = np.sort(rng.choice(candidates, min(frames, len(candidates)), replace=False))
+    samples = [pipeline.decode(source[int(i)], int(i)) for i in index]
+    gt = np.stack([s["pose3d"] for s in samples]).astype(np.float64)
+    return index, samples, gt - gt[:, skeleton.ROOT:skeleton.ROOT + 1]
+
+
+FIT_SPLITS: tuple[str, ...] = ("labelled", "unlabelled", "validation")
+
+
+def network_fit(config, model_dirs: Mapping[str, str], frames: int, seed: int = 0,
+                labels: Mapping[str, np.ndarray] | None = None,
+                targets: Mapping[str, str] | None = None,
+                baseline: str = "baseline") -> dict[str, Any]:
+    """How well each network fits the frames the baseline was trained on, against the frames it
+    was not: single-view MPJPE, NMPJPE and PMPJPE (mm) on the same `frames` random frames of
+    each of the labelled split (train3d's own training frames, seen without augmentation), the
+    unlabelled videos (the fine-tuning frames) and validation.
+
+    A baseline far better on its own training frames than on new subjects' has the data
+    headroom that the method's fine-tuning relies on; the fine-tuned networks' rows show how
+    much of what they learn on the unlabelled videos carries over to validation.
+
+    Args:
+      model_dirs: {name: exported network directory}, e.g. `run_networks`.
+      labels, targets: the pseudo-labels (the arrays of complete's pseudo_labels.npz, by
+        unlabelled record number `index`) and {network: the labels column it was fine-tuned
+        on}: such a network's row also gets "to_labels", the MPJPE between its predictions of
+        the sampled unlabelled frames and its labels there (how closely fine-tuning made it
+        follow them), "baseline_to_labels", the same for the network named `baseline` (where
+        fine-tuning started), and "labels_error", the labels' own MPJPE there.
+    Returns: {"frames": {split: n}, "networks": {name: {split: {"mpjpe", "nmpjpe", "pmpjpe"},
+      ["labels_error", "to_labels", "baseline_to_labels"]}}, "index": {split: the frames'
+      record numbers in it}}, splits as in `FIT_SPLITS`.
+    """
+    unlabelled, validation = (datasets.selection(config, role)
+                              for role in ("unlabelled", "validation"))
+    splits = {"labelled": (common.sources(config)["train"], config.data.labelled_subjects,
+                           config.data.labelled_actions),
+              "unlabelled": (unlabelled.source, unlabelled.subjects, unlabelled.actions),
+              "validation": (validation.source, validation.subjects, validation.actions)}
+    drawn = {name: _random_frames(*split, frames, seed) for name, split in splits.items()}
+    out: dict[str, Any] = {"frames": {k: int(len(v[0])) for k, v in drawn.items()},
+                           "networks": {},
+                           "index": {k: v[0].tolist() for k, v in drawn.items()}}
+    unlabelled_poses = {}
+    for network, model_dir in model_dirs.items():
+        predict, variables = _network(config, model_dir)
+        rows = out["networks"][network] = {}
+        for name, (_, samples, gt) in drawn.items():
+            (pose, _), = predictor.predict_views(predict, variables, samples,
+                                                 config.evaluate.batch_size,
+                                                 views=predictor.TEST_TIME_VIEWS[:1]).values()
+            pose = common.root_relative(pose).astype(np.float64)
+            rows[name] = {k: float(e.mean()) for k, e in metrics.pose_errors(pose, gt).items()}
+            if name == "unlabelled":
+                unlabelled_poses[network] = pose
+    for network, target_name in (targets or {}).items():
+        if labels is None or network not in unlabelled_poses:
+            continue
+        target = np.asarray(labels[target_name], np.float64)[
+            _rows_of(labels["index"], drawn["unlabelled"][0])]
+        rows = out["networks"][network]
+        rows["labels_error"] = float(metrics.mpjpe(target, drawn["unlabelled"][2]).mean())
+        rows["to_labels"] = float(metrics.mpjpe(unlabelled_poses[network], target).mean())
+        if baseline in unlabelled_poses:
+            rows["baseline_to_labels"] = float(
+                metrics.mpjpe(unlabelled_poses[baseline], target).mean())
+    return out
+
+
+def run_fit(config, workdir: Workdir, frames: int, seed: int = 0) -> dict[str, Any]:
+    """`network_fit` of every network of the run (`run_networks`), each fine-tuned one against
+    the pseudo-labels of its setting (`stages.SETTINGS`), the `shuffled_error` control's made
+    with the run's seed as its fine-tuning made them."""
+    networks = run_networks(config, workdir)
+    labels = stages._load_npz(workdir.require("complete", "pseudo_labels.npz"))
+    if "shuffled_error" in networks:
+        labels["shuffled_error"] = stages.shuffled_prediction_errors(labels, int(config.seed))
+    targets = {name: stages.SETTINGS[name][0] for name in networks
+               if name in stages.SETTINGS and stages.SETTINGS[name][0] in labels}
+    return network_fit(config, networks, frames, seed, labels, targets)
+
+
+def _rows_of(index: np.ndarray, records: np.ndarray) -> np.ndarray:
+    """Rows of a stage output whose `index` column holds `records`; ValueError naming the first
+    record it lacks."""
+    order = np.argsort(index)
+    at = np.searchsorted(index, records, sorter=order)
+    at = order[np.minimum(at, len(index) - 1)]
+    missing = index[at] != records
+    if missing.any():
+        raise ValueError(f"record {int(records[missing][0])} has no pseudo-label")
+    return at
+
+
 def test_time_views(config, workdir: Workdir, frames: int, seed: int = 0) -> dict[str, Any]:
     """How much the baseline's prediction depends on the view: the MPJPE of its root-relative
     predictions on `frames` random unlabelled frames, seen as they are and through the training
@@ -246,17 +389,9 @@ def test_time_views(config, workdir: Workdir, frames: int, seed: int = 0) -> dic
       "identity_vs_flip_mm": mean distance between the identity and the flipped view's joints,
       "index": the frames' dataset indices}.
     """
-    _, cfg, variables = export.load_model(workdir.require("train3d", stages.MODEL_DIR),
-                                          bn_axis_name=None)
-    predict = predictor.make_predictor(cfg, config.model.softargmax_k)
+    predict, variables = _baseline(config, workdir)
     sel = datasets.selection(config, "unlabelled")
-    candidates = pipeline.select(pipeline.read_metadata(sel.source),
-                                 **stages._filters(sel.subjects, sel.actions))
-    rng = np.random.default_rng(seed)
-    index = np.sort(rng.choice(candidates, min(frames, len(candidates)), replace=False))
-    samples = [pipeline.decode(sel.source[int(i)], int(i)) for i in index]
-    gt = np.stack([s["pose3d"] for s in samples]).astype(np.float64)
-    gt -= gt[:, skeleton.ROOT:skeleton.ROOT + 1]
+    index, samples, gt = _random_frames(sel.source, sel.subjects, sel.actions, frames, seed)
     views = predictor.predict_views(predict, variables, samples, config.evaluate.batch_size)
     preds = {name: pose - pose[:, skeleton.ROOT:skeleton.ROOT + 1]
              for name, (pose, _) in views.items()}
@@ -350,6 +485,24 @@ def markdown(result: Mapping[str, Any]) -> str:
         lines += [f"| average of the views | {_mm(v['view_average_mpjpe'])} |", "",
                   f"Identity and flipped views' joints lie {_mm(v['identity_vs_flip_mm'])} mm "
                   "apart.", ""]
+    if "fit" in result:
+        f = result["fit"]
+        lines += ["## Fit: the labelled training frames against new subjects' frames, MPJPE (mm)",
+                  "", "| network | " + " | ".join(f"{split} ({f['frames'][split]} frames)"
+                                                  for split in FIT_SPLITS)
+                  + " | validation / labelled |", "|---|" + "---:|" * (len(FIT_SPLITS) + 1)]
+        lines += [f"| {name} | " + " | ".join(_mm(rows[split]["mpjpe"]) for split in FIT_SPLITS)
+                  + f" | {_ratio(rows['validation']['mpjpe'] / rows['labelled']['mpjpe'])} |"
+                  for name, rows in f["networks"].items()]
+        followed = {k: v for k, v in f["networks"].items() if "to_labels" in v}
+        if followed:
+            lines += ["", "Fine-tuned networks on the unlabelled frames against their labels "
+                      "(mm):", "", "| network | its labels' error | its error | distance to "
+                      "its labels: baseline -> it |", "|---|---:|---:|---:|"]
+            lines += [f"| {k} | {_mm(v['labels_error'])} | {_mm(v['unlabelled']['mpjpe'])} | "
+                      f"{_mm(v.get('baseline_to_labels'))} -> {_mm(v['to_labels'])} |"
+                      for k, v in followed.items()]
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -360,21 +513,44 @@ def main(argv: Sequence[str]) -> None:
         raise ValueError(f"--workdir={wd_path!r} is not a work directory (no config.json)")
     config = ml_collections.ConfigDict(workdir_lib.load_stored_config(wd_path))
     workdir = Workdir(wd_path, config)
-    preds = stages._load_npz(workdir.require("predict", "predictions.npz"))
+    sections = list(FLAGS.sections)
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        raise ValueError(f"--sections: unknown {', '.join(unknown)}; valid: {', '.join(SECTIONS)}")
+    if not FLAGS.view_frames and "test_time_views" in sections:
+        sections.remove("test_time_views")
+    if not FLAGS.fit_frames and "fit" in sections:
+        sections.remove("fit")
+    if {"unlabelled_error_components", "completion"} & set(sections):
+        preds = stages._load_npz(workdir.require("predict", "predictions.npz"))
     taus = [float(t) for t in FLAGS.taus.split(",") if t]
-    result = {"workdir": wd_path,
-              "detector": detector_errors(config, workdir, FLAGS.frames),
-              "unlabelled_error_components": error_components(preds["pred"], preds["gt"]),
-              "completion": completion_checks(config, preds, taus, FLAGS.every)}
-    result["pseudo_label_own_error_share"] = pseudo_label_own_error_share(
-        workdir, FLAGS.reference_workdir or wd_path, int(config.seed))
-    result["error_persistence"] = pseudo_label_persistence(workdir)
-    if FLAGS.view_frames:
-        views = test_time_views(config, workdir, FLAGS.view_frames)
-        result["test_time_views"] = {k: v for k, v in views.items() if k != "index"}
+    compute = {
+        "detector": lambda: detector_errors(config, workdir, FLAGS.frames),
+        "unlabelled_error_components": lambda: error_components(preds["pred"], preds["gt"]),
+        "completion": lambda: completion_checks(config, preds, taus, FLAGS.every),
+        "pseudo_label_own_error_share": lambda: pseudo_label_own_error_share(
+            workdir, FLAGS.reference_workdir or wd_path, int(config.seed)),
+        "error_persistence": lambda: pseudo_label_persistence(workdir),
+        "test_time_views": lambda: {k: v for k, v in test_time_views(
+            config, workdir, FLAGS.view_frames).items() if k != "index"},
+        "fit": lambda: {k: v for k, v in run_fit(config, workdir, FLAGS.fit_frames).items()
+                        if k != "index"},
+    }
+    # Sections not asked for this time keep what an earlier run wrote.
+    path = os.path.join(wd_path, "diagnose.json")
+    earlier = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            earlier = json.load(f)
+    result: dict[str, Any] = {"workdir": wd_path}
+    for name in SECTIONS:
+        if name in sections:
+            result[name] = compute[name]()
+        elif name in earlier:
+            result[name] = earlier[name]
     text = json.dumps(result, indent=2)
     print(text)
-    with open(os.path.join(wd_path, "diagnose.json"), "w") as f:
+    with open(path, "w") as f:
         f.write(text + "\n")
     summary = markdown(result)
     print(summary)

@@ -10,7 +10,7 @@ import completion
 from experiments import common, configs, datasets, main, stages
 from experiments.workdir import STAGES, Workdir, parse_stages
 from hourglass_jax import skeleton
-from hourglass_jax.data import mocap_render
+from hourglass_jax.data import mocap_render, pipeline
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -439,6 +439,58 @@ def test_test_time_views_match_the_predict_stage(quick_run, quick_config):
     assert out["views"]["identity"] == pytest.approx(expected, rel=1e-3)
     assert out["view_average_mpjpe"] <= np.mean(list(out["views"].values())) + 1e-6
     assert out["identity_vs_flip_mm"] > 0
+
+def test_fit_of_every_network_against_the_stage_outputs(quick_run, quick_config):
+    """`run_fit` covers the baseline and every fine-tuned network. The baseline's unlabelled and
+    validation errors equal the predict and evaluate stages' on the same frames (another code
+    path: whole videos); the labelled frames are the labelled subjects' training frames; the
+    distances to the labels hold their closed forms: `original`'s labels are the baseline's own
+    predictions (distance 0 from it), the oracle's are the truth (error 0, distance = the
+    network's error). A record without a pseudo-label is a clear error."""
+    from experiments import datasets, diagnose
+    workdir = Workdir(quick_run, quick_config)
+    out = diagnose.run_fit(quick_config, workdir, frames=5, seed=2)
+    assert list(out["networks"]) == ["baseline", *stages.SETTINGS]  # quick runs every setting
+    assert out["frames"] == {"labelled": 5, "unlabelled": 5, "validation": 5}
+
+    def reference(npz_path, rows_of):
+        with np.load(npz_path) as f:
+            table = {k: f[k] for k in f.files}
+        rows = rows_of(table)
+        return np.linalg.norm(table["pred"][rows].astype(np.float64)
+                              - table["gt"][rows].astype(np.float64), axis=-1).mean()
+
+    baseline = out["networks"]["baseline"]
+    predicted = reference(os.path.join(quick_run, "predict", "predictions.npz"),
+                          lambda t: [int(np.flatnonzero(t["index"] == i)[0])
+                                     for i in out["index"]["unlabelled"]])
+    assert baseline["unlabelled"]["mpjpe"] == pytest.approx(predicted, rel=1e-3)
+    # evaluate keeps no record numbers: its rows are found by their true pose.
+    source = datasets.selection(quick_config, "validation").source
+    truth = [pipeline.decode(source[i], i)["pose3d"] for i in out["index"]["validation"]]
+    truth = [t - t[skeleton.ROOT] for t in truth]
+    evaluated = reference(
+        os.path.join(quick_run, "evaluate", "predictions_baseline.npz"),
+        lambda t: [int(np.argmin(np.abs(t["gt"] - g).sum(axis=(1, 2)))) for g in truth])
+    assert baseline["validation"]["mpjpe"] == pytest.approx(evaluated, rel=1e-3)
+    labelled_source = common.sources(quick_config)["train"]
+    assert {str(pipeline.decode(labelled_source[i], i)["subject"])
+            for i in out["index"]["labelled"]} <= set(quick_config.data.labelled_subjects)
+
+    assert "to_labels" not in baseline and "to_labels" not in out["networks"]["labelled"]
+    assert out["networks"]["original"]["baseline_to_labels"] == pytest.approx(0.0, abs=1e-3)
+    oracle = out["networks"]["oracle"]
+    assert oracle["labels_error"] == pytest.approx(0.0, abs=1e-4)
+    assert oracle["to_labels"] == pytest.approx(oracle["unlabelled"]["mpjpe"], rel=1e-6)
+    assert oracle["baseline_to_labels"] == pytest.approx(baseline["unlabelled"]["mpjpe"],
+                                                         rel=1e-6)
+
+    text = diagnose.markdown({"workdir": quick_run, "fit": out})
+    assert f"| oracle | {oracle['labelled']['mpjpe']:.1f} | " in text
+    assert f"| original | {out['networks']['original']['labels_error']:.1f} | " in text
+    with pytest.raises(ValueError, match="record 7 has no pseudo-label"):
+        diagnose._rows_of(np.array([3, 1, 5]), np.array([5, 7]))
+
 
 def test_predict_with_averaged_views(quick_run, tmp_path):
     """`predict.average_views` stores, per frame, the mean over the test-time views of the
