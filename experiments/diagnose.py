@@ -353,8 +353,11 @@ def network_fit(config, model_dirs: Mapping[str, str], frames: int, seed: int = 
 def run_fit(config, workdir: Workdir, frames: int, seed: int = 0) -> dict[str, Any]:
     """`network_fit` of every network of the run (`run_networks`), each fine-tuned one against
     the pseudo-labels of its setting (`stages.SETTINGS`), the `shuffled_error` control's made
-    with the run's seed as its fine-tuning made them."""
+    with the run's seed as its fine-tuning made them. A run without the complete stage (a
+    baseline alone) gets the errors only."""
     networks = run_networks(config, workdir)
+    if not workdir.is_done("complete"):  # a baseline-only run: no labels to compare with
+        return network_fit(config, networks, frames, seed)
     labels = stages._load_npz(workdir.require("complete", "pseudo_labels.npz"))
     if "shuffled_error" in networks:
         labels["shuffled_error"] = stages.shuffled_prediction_errors(labels, int(config.seed))

@@ -440,7 +440,7 @@ def test_test_time_views_match_the_predict_stage(quick_run, quick_config):
     assert out["view_average_mpjpe"] <= np.mean(list(out["views"].values())) + 1e-6
     assert out["identity_vs_flip_mm"] > 0
 
-def test_fit_of_every_network_against_the_stage_outputs(quick_run, quick_config):
+def test_fit_of_every_network_against_the_stage_outputs(quick_run, quick_config, tmp_path):
     """`run_fit` covers the baseline and every fine-tuned network. The baseline's unlabelled and
     validation errors equal the predict and evaluate stages' on the same frames (another code
     path: whole videos); the labelled frames are the labelled subjects' training frames; the
@@ -490,6 +490,14 @@ def test_fit_of_every_network_against_the_stage_outputs(quick_run, quick_config)
     assert f"| original | {out['networks']['original']['labels_error']:.1f} | " in text
     with pytest.raises(ValueError, match="record 7 has no pseudo-label"):
         diagnose._rows_of(np.array([3, 1, 5]), np.array([5, 7]))
+
+    # A baseline-only run (no complete stage): the errors, on the same frames, and no labels.
+    for item in ("config.json", "pretrain2d", "train3d"):
+        copy = shutil.copytree if os.path.isdir(os.path.join(quick_run, item)) else shutil.copy
+        copy(os.path.join(quick_run, item), str(tmp_path / item))
+    alone = diagnose.run_fit(quick_config, Workdir(str(tmp_path), quick_config), frames=5, seed=2)
+    assert list(alone["networks"]) == ["baseline"]
+    assert alone["networks"]["baseline"] == baseline
 
 
 def test_predict_with_averaged_views(quick_run, tmp_path):
