@@ -66,7 +66,7 @@ def _define_flags() -> None:
                         "`pseudo_label_own_error_share` (default: this work directory's).")
     flags.DEFINE_integer("view_frames", 768, "Random unlabelled frames for the test-time view "
                          "check (0: skip it).")
-    flags.DEFINE_integer("fit_frames", 512, "Random frames per split for the baseline's fit "
+    flags.DEFINE_integer("fit_frames", 512, "Random frames per split for the networks' fit "
                          "check (0: skip it).")
     flags.DEFINE_list("sections", list(SECTIONS), "The sections to compute (default: all).")
 

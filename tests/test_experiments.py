@@ -386,15 +386,16 @@ def test_error_persistence_closed_forms(quick_run, quick_config):
 
 def test_diagnose_program_writes_json_and_markdown(quick_run, tmp_path):
     """`python -m experiments.diagnose` on a copy of a finished run writes diagnose.json and
-    diagnose.md; every section of the JSON has its table, with the JSON's numbers; a directory
-    that is not a run is a clear error."""
+    diagnose.md; every section of the JSON has its table, with the JSON's numbers; --sections
+    recomputes only the named ones and keeps the rest; a directory that is not a run, or an
+    unknown section, is a clear error."""
     import subprocess
     import sys
     run = tmp_path / "run"
     shutil.copytree(quick_run, run)
     proc = subprocess.run(
         [sys.executable, "-m", "experiments.diagnose", f"--workdir={run}", "--taus=0.16",
-         "--every=1", "--frames=8", "--view_frames=4"],
+         "--every=1", "--frames=8", "--view_frames=4", "--fit_frames=4"],
         capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(run / "diagnose.json") as f:
@@ -415,10 +416,28 @@ def test_diagnose_program_writes_json_and_markdown(quick_run, tmp_path):
     assert f"| average of the views | {result['test_time_views']['view_average_mpjpe']:.1f} |" \
         in text
 
-    bad = subprocess.run([sys.executable, "-m", "experiments.diagnose",
-                          f"--workdir={tmp_path / 'nothing'}"],
-                         capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
-    assert bad.returncode != 0 and "is not a work directory" in bad.stderr
+    assert "## Fit:" in text
+    assert result["fit"]["frames"] == {"labelled": 4, "unlabelled": 4, "validation": 4}
+
+    # --sections recomputes only the fit, with other flags, and keeps every other section.
+    again = subprocess.run(
+        [sys.executable, "-m", "experiments.diagnose", f"--workdir={run}", "--sections=fit",
+         "--fit_frames=3"], capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
+    assert again.returncode == 0, again.stderr[-3000:]
+    with open(run / "diagnose.json") as f:
+        merged = json.load(f)
+    assert merged["fit"]["frames"] == {"labelled": 3, "unlabelled": 3, "validation": 3}
+    assert {k: v for k, v in merged.items() if k != "fit"} == \
+        {k: v for k, v in result.items() if k != "fit"}
+    oracle = merged["fit"]["networks"]["oracle"]
+    assert f"| oracle | {oracle['labelled']['mpjpe']:.1f} | " in (run / "diagnose.md").read_text()
+
+    for args, message in (([f"--workdir={tmp_path / 'nothing'}"], "is not a work directory"),
+                          ([f"--workdir={run}", "--sections=fit,detectors"],
+                           "--sections: unknown detectors")):
+        bad = subprocess.run([sys.executable, "-m", "experiments.diagnose", *args],
+                             capture_output=True, text=True, timeout=300, cwd=REPO_ROOT)
+        assert bad.returncode != 0 and message in bad.stderr, bad.stderr[-2000:]
 
 
 def test_test_time_views_match_the_predict_stage(quick_run, quick_config):
