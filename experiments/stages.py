@@ -511,7 +511,9 @@ def finetune_pipeline(config: ml_collections.ConfigDict, setting: str,
     """The training records of one fine-tuning setting: the unlabelled videos relabelled with
     its pseudo-labels, or (the `labelled` control) the labelled split train3d read, with its
     ground truth. With `finetune.labelled_fraction` > 0 every batch of a pseudo-label setting
-    ends with that share of labelled frames (a `MixedPipeline`: pseudo-labelled rows first)."""
+    ends with that share of labelled frames (a `MixedPipeline`: pseudo-labelled rows first).
+    `finetune.augment_unlabelled` False: the pseudo-labelled rows are not augmented (the
+    labelled ones always are)."""
     c = config.finetune
     target, weighted, _ = SETTINGS[setting]
     if target == LABELLED_TRUTH:
@@ -521,6 +523,7 @@ def finetune_pipeline(config: ml_collections.ConfigDict, setting: str,
     pseudo = pipeline.TrainPipeline(
         sel.source, global_batch_size=c.batch_size - mixed_rows, seed=config.seed + 1,
         relabel=PseudoLabels(labels, target, weighted),
+        augment=bool(c.get("augment_unlabelled", True)),
         **_filters(sel.subjects, sel.actions))
     if not mixed_rows:
         return pseudo

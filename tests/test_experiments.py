@@ -134,8 +134,10 @@ def test_shuffled_error_control_trains_on_those_labels(quick_run, quick_config):
 
 def test_labelled_fraction_mixes_labelled_frames_into_pseudo_label_batches(quick_run, tmp_path):
     """`finetune.labelled_fraction` ends every pseudo-label batch with that share of labelled
-    frames carrying their own ground truth; the `labelled` control stays all labelled; a
-    fraction that leaves no row of either kind is a clear error."""
+    frames carrying their own ground truth; `finetune.augment_unlabelled=False` leaves the
+    pseudo-labelled rows unaugmented, their labels exact, and the labelled rows augmented; the
+    `labelled` control stays all labelled; a fraction that leaves no row of either kind is a
+    clear error."""
     from hourglass_jax.data import pipeline
     config = configs.get_protocol_config("quick")
     config.data.data_dir = mocap_render.cached_data_dir("tiny")
@@ -163,6 +165,25 @@ def test_labelled_fraction_mixes_labelled_frames_into_pseudo_label_batches(quick
             expected = np.asarray(source[index]["pose3d"], np.float64)
         np.testing.assert_allclose(skeleton.bone_lengths(pose),
                                    skeleton.bone_lengths(expected), rtol=1e-3, atol=0.05)
+    augmented = [pipe.batch_at(step) for step in range(4)]
+    assert any(b["flipped"][pseudo].any() or (b["rotation"][pseudo] != 0).any()
+               for b in augmented)
+    # finetune.augment_unlabelled=False: the pseudo-labelled rows as predicted, their labels
+    # as they are; the labelled rows stay augmented.
+    config.finetune.augment_unlabelled = False
+    plain = stages.finetune_pipeline(config, "optimised", labels)
+    plain_batches = [plain.batch_at(step) for step in range(4)]
+    for b in plain_batches:
+        assert not b["flipped"][pseudo].any()
+        np.testing.assert_array_equal(b["rotation"][pseudo], 0.0)
+        np.testing.assert_array_equal(b["scale_factor"][pseudo], 1.0)
+        pose = b["pose3d"][pseudo].astype(np.float64)
+        expected = labels["completed"][[row_of[int(i)] for i in b["index"][pseudo]]]
+        np.testing.assert_allclose(pose - pose[:, skeleton.ROOT:skeleton.ROOT + 1], expected,
+                                   atol=1e-2)
+    assert any(b["flipped"][truth].any() or (b["rotation"][truth] != 0).any()
+               for b in plain_batches)
+    config.finetune.augment_unlabelled = True
     assert not isinstance(stages.finetune_pipeline(config, "labelled", labels),
                           pipeline.MixedPipeline)
     config.finetune.labelled_fraction = 0.0

@@ -131,6 +131,10 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.finetune.labelled_fraction = 0.0
     # Lifter BatchNorm on its running averages while fine-tuning (train what is evaluated).
     c.finetune.freeze_batchnorm = False
+    # The paper's augmentation on the pseudo-labelled frames (flip, rotation, scale; the labels
+    # move with the image). False: they are seen as predicted (our probe; the labelled rows of
+    # `labelled_fraction` stay augmented).
+    c.finetune.augment_unlabelled = True
 
     c.evaluate = ml_collections.ConfigDict()
     c.evaluate.batch_size = 64
