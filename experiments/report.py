@@ -590,8 +590,9 @@ def _section_optimisation(r: _Report) -> None:
 
 
 def finetune_schedule(config: Mapping[str, Any]) -> str | None:
-    """One sentence on how the fine-tuning settings were trained (steps, batch, rate, loss, and
-    the labelled share of each batch), from a config.json; None when it has no finetune field."""
+    """One sentence on how the fine-tuning settings were trained (steps, batch, rate and its
+    schedule, loss, the labelled share of each batch, and whether the pseudo-labelled frames
+    were augmented), from a config.json; None when it has no finetune field."""
     ft = _cfg(with_added_fields(config), "finetune", None)
     if not isinstance(ft, Mapping):
         return None
@@ -604,8 +605,12 @@ def finetune_schedule(config: Mapping[str, Any]) -> str | None:
            else "the pseudo-labels alone, as in the paper")
     rate = ft.get("learning_rate")
     rate = f"{rate:g}" if isinstance(rate, (int, float)) else "?"
+    if ft.get("lr_schedule") == "cosine":
+        rate += " decayed along a half cosine"
+    plain = ("; the pseudo-labelled frames not augmented (`finetune.augment_unlabelled=False`, "
+             "our probe)" if not ft["augment_unlabelled"] else "")
     return (f"Fine-tuning: {length} at batch {ft.get('batch_size', '?')}, learning rate {rate}, "
-            f"with {loss}, on {mix}.")
+            f"with {loss}, on {mix}{plain}.")
 
 
 def _section_finetuning(r: _Report, results: Mapping[str, Any]) -> None:

@@ -358,6 +358,12 @@ def test_report_names_the_fine_tuning_schedule(tmp_path):
     text = report.finetune_schedule({"finetune": mixed})
     assert text.startswith("Fine-tuning: 2.0 epochs at batch 32")
     assert "heatmap loss" in text and "0.5 of every batch labelled frames" in text
+    assert "half cosine" not in text and "not augmented" not in text
+    probe = dict(paper, lr_schedule="cosine", augment_unlabelled=False)
+    assert report.finetune_schedule({"finetune": probe}) == (
+        "Fine-tuning: 200 steps at batch 32, learning rate 2.5e-05 decayed along a half "
+        "cosine, with Eq. 2, on the pseudo-labels alone, as in the paper; the pseudo-labelled "
+        "frames not augmented (`finetune.augment_unlabelled=False`, our probe).")
     assert report.finetune_schedule({}) is None
     w = _make_workdir(tmp_path / "w", full=False)
     config = json.load(open(os.path.join(w, "config.json")))
