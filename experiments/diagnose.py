@@ -321,6 +321,8 @@ def network_fit(config, model_dirs: Mapping[str, str], frames: int, seed: int = 
               "unlabelled": (unlabelled.source, unlabelled.subjects, unlabelled.actions),
               "validation": (validation.source, validation.subjects, validation.actions)}
     drawn = {name: _random_frames(*split, frames, seed) for name, split in splits.items()}
+    # Each split's frames are stacked once, for every network.
+    batches = {name: predictor.stack_samples(samples) for name, (_, samples, _) in drawn.items()}
     out: dict[str, Any] = {"frames": {k: int(len(v[0])) for k, v in drawn.items()},
                            "networks": {},
                            "index": {k: v[0].tolist() for k, v in drawn.items()}}
@@ -328,21 +330,21 @@ def network_fit(config, model_dirs: Mapping[str, str], frames: int, seed: int = 
     for network, model_dir in model_dirs.items():
         predict, variables = _network(config, model_dir)
         rows = out["networks"][network] = {}
-        for name, (_, samples, gt) in drawn.items():
-            (pose, _), = predictor.predict_views(predict, variables, samples,
-                                                 config.evaluate.batch_size,
-                                                 views=predictor.TEST_TIME_VIEWS[:1]).values()
+        for name, (_, _, gt) in drawn.items():
+            (_, pose, _), = predictor.predict_batches(predict, variables, [batches[name]],
+                                                      config.evaluate.batch_size)
             pose = common.root_relative(pose).astype(np.float64)
             rows[name] = {k: float(e.mean()) for k, e in metrics.pose_errors(pose, gt).items()}
             if name == "unlabelled":
                 unlabelled_poses[network] = pose
+    if labels is None:
+        return out
+    _, _, unlabelled_gt = drawn["unlabelled"]
+    at = _rows_of(labels["index"], drawn["unlabelled"][0])
     for network, target_name in (targets or {}).items():
-        if labels is None or network not in unlabelled_poses:
-            continue
-        target = np.asarray(labels[target_name], np.float64)[
-            _rows_of(labels["index"], drawn["unlabelled"][0])]
+        target = np.asarray(labels[target_name], np.float64)[at]
         rows = out["networks"][network]
-        rows["labels_error"] = float(metrics.mpjpe(target, drawn["unlabelled"][2]).mean())
+        rows["labels_error"] = float(metrics.mpjpe(target, unlabelled_gt).mean())
         rows["to_labels"] = float(metrics.mpjpe(unlabelled_poses[network], target).mean())
         if baseline in unlabelled_poses:
             rows["baseline_to_labels"] = float(

@@ -523,7 +523,7 @@ def finetune_pipeline(config: ml_collections.ConfigDict, setting: str,
     pseudo = pipeline.TrainPipeline(
         sel.source, global_batch_size=c.batch_size - mixed_rows, seed=config.seed + 1,
         relabel=PseudoLabels(labels, target, weighted),
-        augment=bool(c.get("augment_unlabelled", True)),
+        augment=bool(c.augment_unlabelled),
         **_filters(sel.subjects, sel.actions))
     if not mixed_rows:
         return pseudo

@@ -36,6 +36,19 @@ def make_predictor(cfg: ModelConfig, k: int):
     return predict
 
 
+# A sample's fields the predictor reads.
+INPUT_KEYS: tuple[str, ...] = ("image", "intrinsics", "center", "scale", "root_depth")
+
+
+def stack_samples(samples: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """n samples' `INPUT_KEYS` as one host batch for `predict_batches`: image (n, R, R, 3)
+    float in [0, 1] (uint8 images, as `pipeline.decode` gives them, are scaled)."""
+    batch = {k: np.stack([np.asarray(s[k]) for s in samples]) for k in INPUT_KEYS}
+    if batch["image"].dtype == np.uint8:
+        batch["image"] = batch["image"].astype(np.float32) / np.float32(255.0)
+    return batch
+
+
 def predict_batches(predict, variables, batches: Iterator[Mapping[str, np.ndarray]],
                     batch_size: int) -> Iterator[tuple[Mapping[str, np.ndarray], np.ndarray,
                                                        np.ndarray]]:
@@ -49,8 +62,7 @@ def predict_batches(predict, variables, batches: Iterator[Mapping[str, np.ndarra
         for lo in range(0, n, batch_size):
             rows = np.arange(lo, min(lo + batch_size, n))
             pad = np.concatenate([rows, np.full(batch_size - len(rows), rows[-1])])
-            args = [np.asarray(batch[key])[pad] for key in
-                    ("image", "intrinsics", "center", "scale", "root_depth")]
+            args = [np.asarray(batch[key])[pad] for key in INPUT_KEYS]
             pose, conf = jax.device_get(predict(variables, *args))
             poses.append(pose[:len(rows)])
             confs.append(conf[:len(rows)])
@@ -91,17 +103,15 @@ def predict_views(predict, variables, samples: Sequence[Mapping[str, np.ndarray]
     Returns:
       {view_name: (pose (n, 16, 3) mm in the original camera frame, confidence (n, 16))}.
     """
-    keys = ("image", "intrinsics", "center", "scale", "root_depth")
     out = {}
     for view in views:
         flipped, rot, scale = view
         seen = [augment.flip(s) if flipped else s for s in samples]
         if rot != 0 or scale != 1:
             seen = [augment.rotate_scale(s, rot, scale) for s in seen]
-        batch = {k: np.stack([np.asarray(s[k]) for s in seen]) for k in keys}
-        if batch["image"].dtype == np.uint8:  # decoded records: warped as RGB, then to [0, 1]
-            batch["image"] = batch["image"].astype(np.float32) / np.float32(255.0)
-        (_, pose, conf), = predict_batches(predict, variables, [batch], batch_size)
+        # Decoded records are warped as RGB uint8, then scaled to [0, 1].
+        (_, pose, conf), = predict_batches(predict, variables, [stack_samples(seen)],
+                                           batch_size)
         pose = augment.pose_to_unaugmented(pose, flipped, rot)
         out[view_name(view)] = (pose, conf[..., FLIP_PERMUTATION] if flipped else conf)
     return out
