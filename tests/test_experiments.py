@@ -196,6 +196,38 @@ def test_labelled_fraction_mixes_labelled_frames_into_pseudo_label_batches(quick
             stages.finetune(config, Workdir(str(tmp_path / f"fraction_{bad}"), config))
 
 
+def test_own_predictions_are_a_fixed_point_of_fine_tuning_with_frozen_batchnorm(quick_run,
+                                                                              tmp_path):
+    """Labelled with the baseline's own raw predictions (`original`), shown unaugmented, and run
+    with the lifter's BatchNorm on its running averages, the network already predicts its labels:
+    Eq. 3 is 0 before the first update. So the predict stage and the fine-tuning pipeline agree
+    on every frame's crop, camera and root, and in this mode any gain of another setting comes
+    from where its labels differ from the predictions. Train-mode BatchNorm or the paper's
+    augmentation each make the same labels differ from what the network predicts."""
+
+    def first_fidelity(name: str, *, freeze: bool, augment: bool) -> float:
+        workdir = str(tmp_path / name)
+        shutil.copytree(quick_run, workdir, ignore=shutil.ignore_patterns(
+            "finetune", "evaluate", "report", "config.json"))
+        config = configs.get_protocol_config("quick")
+        config.data.data_dir = mocap_render.cached_data_dir("tiny")
+        config.finetune.settings = ("original",)
+        config.finetune.steps = 1
+        config.finetune.freeze_batchnorm = freeze
+        config.finetune.augment_unlabelled = augment
+        main.run(config, workdir, "finetune")
+        with open(os.path.join(workdir, "finetune", "original", "metrics.jsonl")) as f:
+            train = [r for r in map(json.loads, f) if r.get("kind") == "train"]
+        return float(train[0]["fidelity"])
+
+    fixed = first_fidelity("frozen_plain", freeze=True, augment=False)
+    batch_statistics = first_fidelity("batch_statistics", freeze=False, augment=False)
+    augmented = first_fidelity("frozen_augmented", freeze=True, augment=True)
+    # mm^2 summed over 16 joints: float32 rounding of poses ~1e3 mm leaves ~1e-4 mm per joint.
+    assert fixed < 1e-3, fixed
+    assert batch_statistics > 1.0 and augmented > 1.0, (batch_statistics, augmented)
+
+
 def test_probe_on_labelled_videos_reads_only_the_labelled_split(quick_run, quick_config):
     """`soft_fidelity_probe --videos=labelled` chooses lambda_o on the baseline's predictions of
     the labelled videos: every labelled frame once, no other subject, the true poses beside."""
