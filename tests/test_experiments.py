@@ -196,6 +196,21 @@ def test_labelled_fraction_mixes_labelled_frames_into_pseudo_label_batches(quick
             stages.finetune(config, Workdir(str(tmp_path / f"fraction_{bad}"), config))
 
 
+def _finetune_quick_copy(quick_run: str, workdir: str, **finetune_fields) -> str:
+    """`original` fine-tuned for one step in a copy of the quick run's first four stages, with
+    the given `finetune` fields; returns the setting's directory."""
+    shutil.copytree(quick_run, workdir, ignore=shutil.ignore_patterns(
+        "finetune", "evaluate", "report", "config.json"))
+    config = configs.get_protocol_config("quick")
+    config.data.data_dir = mocap_render.cached_data_dir("tiny")
+    config.finetune.settings = ("original",)
+    config.finetune.steps = 1
+    for field, value in finetune_fields.items():
+        config.finetune[field] = value
+    main.run(config, workdir, "finetune")
+    return os.path.join(workdir, "finetune", "original")
+
+
 def test_own_predictions_are_a_fixed_point_of_fine_tuning_with_frozen_batchnorm(quick_run,
                                                                               tmp_path):
     """Labelled with the baseline's own raw predictions (`original`), shown unaugmented, and run
@@ -206,17 +221,9 @@ def test_own_predictions_are_a_fixed_point_of_fine_tuning_with_frozen_batchnorm(
     augmentation each make the same labels differ from what the network predicts."""
 
     def first_fidelity(name: str, *, freeze: bool, augment: bool) -> float:
-        workdir = str(tmp_path / name)
-        shutil.copytree(quick_run, workdir, ignore=shutil.ignore_patterns(
-            "finetune", "evaluate", "report", "config.json"))
-        config = configs.get_protocol_config("quick")
-        config.data.data_dir = mocap_render.cached_data_dir("tiny")
-        config.finetune.settings = ("original",)
-        config.finetune.steps = 1
-        config.finetune.freeze_batchnorm = freeze
-        config.finetune.augment_unlabelled = augment
-        main.run(config, workdir, "finetune")
-        with open(os.path.join(workdir, "finetune", "original", "metrics.jsonl")) as f:
+        setting_dir = _finetune_quick_copy(quick_run, str(tmp_path / name),
+                                           freeze_batchnorm=freeze, augment_unlabelled=augment)
+        with open(os.path.join(setting_dir, "metrics.jsonl")) as f:
             train = [r for r in map(json.loads, f) if r.get("kind") == "train"]
         return float(train[0]["fidelity"])
 
@@ -226,6 +233,28 @@ def test_own_predictions_are_a_fixed_point_of_fine_tuning_with_frozen_batchnorm(
     # mm^2 summed over 16 joints: float32 rounding of poses ~1e3 mm leaves ~1e-4 mm per joint.
     assert fixed < 1e-3, fixed
     assert batch_statistics > 1.0 and augmented > 1.0, (batch_statistics, augmented)
+
+
+def test_learning_rate_zero_only_reestimates_batchnorm_statistics(quick_run, tmp_path):
+    """`finetune.learning_rate=0` (the README's BatchNorm-only probe): the fine-tuned network's
+    weights are the baseline's, bit for bit, the detector's statistics too, and only the lifter's
+    BatchNorm running averages move toward the fine-tuning batches."""
+    import jax
+    from hourglass_jax import export
+    setting_dir = _finetune_quick_copy(quick_run, str(tmp_path / "statistics"),
+                                       learning_rate=0.0, augment_unlabelled=False)
+    _, _, tuned = export.load_model(os.path.join(setting_dir, "model"))
+    _, _, base = export.load_model(os.path.join(quick_run, "train3d", "model"))
+    for a, b in zip(jax.tree_util.tree_leaves(tuned["params"]),
+                    jax.tree_util.tree_leaves(base["params"])):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    moved = {}
+    for part in ("detector", "lifter"):
+        pairs = zip(jax.tree_util.tree_leaves(tuned["batch_stats"][part]),
+                    jax.tree_util.tree_leaves(base["batch_stats"][part]))
+        moved[part] = max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
+                          for a, b in pairs)
+    assert moved["detector"] == 0.0 and moved["lifter"] > 0.0, moved
 
 
 def test_probe_on_labelled_videos_reads_only_the_labelled_split(quick_run, quick_config):
