@@ -591,8 +591,9 @@ def _section_optimisation(r: _Report) -> None:
 
 def finetune_schedule(config: Mapping[str, Any]) -> str | None:
     """One sentence on how the fine-tuning settings were trained (steps, batch, rate and its
-    schedule, loss, the labelled share of each batch, and whether the pseudo-labelled frames
-    were augmented), from a config.json; None when it has no finetune field."""
+    schedule, loss, the labelled share of each batch, whether the pseudo-labelled frames were
+    augmented and whether the lifter's BatchNorm was frozen), from a config.json; None when it
+    has no finetune field."""
     ft = _cfg(with_added_fields(config), "finetune", None)
     if not isinstance(ft, Mapping):
         return None
@@ -603,14 +604,22 @@ def finetune_schedule(config: Mapping[str, Any]) -> str | None:
     mix = (f"{fraction:g} of every batch labelled frames with their ground truth "
            "(`finetune.labelled_fraction`, our extension)" if fraction > 0
            else "the pseudo-labels alone, as in the paper")
+    frozen = bool(ft.get("freeze_batchnorm", False))
     rate = ft.get("learning_rate")
-    rate = f"{rate:g}" if isinstance(rate, (int, float)) else "?"
-    if ft.get("lr_schedule") == "cosine":
-        rate += " decayed along a half cosine"
+    if rate == 0:  # RMSprop moves no weight; train-mode BatchNorm still updates its averages
+        rate = "0 (no weight moves" + ("; nothing is trained)" if frozen else
+                                       ": only the lifter's BatchNorm statistics are "
+                                       "re-estimated on the fine-tuning batches)")
+    else:
+        rate = f"{rate:g}" if isinstance(rate, (int, float)) else "?"
+        if ft.get("lr_schedule") == "cosine":
+            rate += " decayed along a half cosine"
     plain = ("; the pseudo-labelled frames not augmented (`finetune.augment_unlabelled=False`, "
              "our probe)" if not ft["augment_unlabelled"] else "")
+    statistics = ("; the lifter's BatchNorm on its running averages "
+                  "(`finetune.freeze_batchnorm=True`)" if frozen else "")
     return (f"Fine-tuning: {length} at batch {ft.get('batch_size', '?')}, learning rate {rate}, "
-            f"with {loss}, on {mix}{plain}.")
+            f"with {loss}, on {mix}{plain}{statistics}.")
 
 
 def _section_finetuning(r: _Report, results: Mapping[str, Any]) -> None:

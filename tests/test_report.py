@@ -348,8 +348,9 @@ def test_write_report_full(tmp_path):
 
 
 def test_report_names_the_fine_tuning_schedule(tmp_path):
-    """Table 3 says how the settings were fine-tuned, the labelled share and the loss included;
-    a config without a finetune field (older runs) gets no sentence."""
+    """Table 3 says how the settings were fine-tuned, the labelled share, the loss, frozen
+    BatchNorm and a zero rate included; a config without a finetune field (older runs) gets no
+    sentence."""
     paper = {"steps": 200, "batch_size": 32, "learning_rate": 2.5e-5, "loss": "eq2"}
     assert report.finetune_schedule({"finetune": paper}) == (
         "Fine-tuning: 200 steps at batch 32, learning rate 2.5e-05, with Eq. 2, on the "
@@ -364,6 +365,15 @@ def test_report_names_the_fine_tuning_schedule(tmp_path):
         "Fine-tuning: 200 steps at batch 32, learning rate 2.5e-05 decayed along a half "
         "cosine, with Eq. 2, on the pseudo-labels alone, as in the paper; the pseudo-labelled "
         "frames not augmented (`finetune.augment_unlabelled=False`, our probe).")
+    frozen = dict(paper, augment_unlabelled=False, freeze_batchnorm=True)
+    assert report.finetune_schedule({"finetune": frozen}).endswith(
+        "not augmented (`finetune.augment_unlabelled=False`, our probe); the lifter's BatchNorm "
+        "on its running averages (`finetune.freeze_batchnorm=True`).")
+    statistics = report.finetune_schedule({"finetune": dict(paper, learning_rate=0.0)})
+    assert ("learning rate 0 (no weight moves: only the lifter's BatchNorm statistics are "
+            "re-estimated on the fine-tuning batches), with Eq. 2") in statistics
+    assert "nothing is trained" in report.finetune_schedule(
+        {"finetune": dict(paper, learning_rate=0, freeze_batchnorm=True)})
     assert report.finetune_schedule({}) is None
     w = _make_workdir(tmp_path / "w", full=False)
     config = json.load(open(os.path.join(w, "config.json")))
