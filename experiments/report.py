@@ -604,12 +604,13 @@ def finetune_schedule(config: Mapping[str, Any]) -> str | None:
     mix = (f"{fraction:g} of every batch labelled frames with their ground truth "
            "(`finetune.labelled_fraction`, our extension)" if fraction > 0
            else "the pseudo-labels alone, as in the paper")
-    frozen = bool(ft.get("freeze_batchnorm", False))
+    frozen = bool(ft["freeze_batchnorm"])
     rate = ft.get("learning_rate")
-    if rate == 0:  # RMSprop moves no weight; train-mode BatchNorm still updates its averages
-        rate = "0 (no weight moves" + ("; nothing is trained)" if frozen else
-                                       ": only the lifter's BatchNorm statistics are "
-                                       "re-estimated on the fine-tuning batches)")
+    if rate == 0 and frozen:
+        rate = "0 (no weight moves; nothing is trained)"
+    elif rate == 0:  # RMSprop moves no weight; train-mode BatchNorm still updates its averages
+        rate = ("0 (no weight moves: only the lifter's BatchNorm statistics are re-estimated on "
+                "the fine-tuning batches)")
     else:
         rate = f"{rate:g}" if isinstance(rate, (int, float)) else "?"
         if ft.get("lr_schedule") == "cosine":

@@ -643,7 +643,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
         state = _train(config, stage_dir, module, loss_fn, init, pipe, steps=steps, tx=tx,
                        frozen=("detector",),
                        apply_kwargs={"train_detector": False,
-                                     "freeze_batchnorm": bool(c.get("freeze_batchnorm", False))},
+                                     "freeze_batchnorm": bool(c.freeze_batchnorm)},
                        checkpoint_every=c.checkpoint_every,
                        run_meta={"stage": f"finetune/{setting}", "loss": loss_kind,
                                  "learning_rate": c.learning_rate,

@@ -25,7 +25,8 @@ _FREE_FIELDS = ("log_every", "finetune.settings", "evaluate.batch_size", "predic
 # those directories hold: a stored config without one of them counts as having this value.
 _ADDED_FIELDS: dict[str, Any] = {"finetune.loss": "eq2", "finetune.labelled_fraction": 0.0,
                                  "predict.average_views": False, "predict.teacher_workdirs": [],
-                                 "model.channels": 0, "finetune.augment_unlabelled": True}
+                                 "model.channels": 0, "finetune.augment_unlabelled": True,
+                                 "finetune.freeze_batchnorm": False}
 
 
 def with_added_fields(config: Mapping[str, Any]) -> dict[str, Any]:
