@@ -789,6 +789,26 @@ def test_killed_finetune_resumes_from_its_checkpoint(quick_run, quick_config, ca
     assert os.path.exists(os.path.join(setting_dir, "model", "model_config.json"))
 
 
+def test_long_schedule_config_changes_only_the_schedule():
+    """subject_s1_long is the S1 protocol (same split, network and losses) with the schedule of
+    the README's frozen-BatchNorm runs; any other difference would make it another experiment."""
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
+        return out
+
+    demo = flat(configs.get_protocol_config("subject_s1").to_dict())
+    long = flat(configs.get_protocol_config("subject_s1_long").to_dict())
+    changed = {k: long[k] for k in demo if demo[k] != long[k]}
+    assert set(long) == set(demo)
+    assert changed == {"protocol": "subject_s1_long", "train3d.steps": 9600,
+                       "finetune.freeze_batchnorm": True, "finetune.augment_unlabelled": False,
+                       "finetune.labelled_fraction": 0.5, "finetune.steps": 2400,
+                       "finetune.learning_rate": 2.5e-4, "finetune.lr_schedule": "cosine"}
+    stages.check_supported(configs.get_protocol_config("subject_s1_long"))
+
+
 def test_bad_inputs_fail_clearly(quick_run, quick_config, tmp_path):
     with pytest.raises(ValueError, match="unknown protocol 'nope'.*subject_s1"):
         configs.get_protocol_config("nope")
