@@ -8,7 +8,7 @@ import pytest
 
 import completion
 from experiments import common, configs, datasets, main, stages
-from experiments.workdir import STAGES, Workdir, parse_stages
+from experiments.workdir import STAGES, Workdir, differing_fields, flatten, parse_stages
 from hourglass_jax import skeleton
 from hourglass_jax.data import mocap_render, pipeline
 
@@ -792,16 +792,10 @@ def test_killed_finetune_resumes_from_its_checkpoint(quick_run, quick_config, ca
 def test_long_schedule_config_changes_only_the_schedule():
     """subject_s1_long is the S1 protocol (same split, network and losses) with the schedule of
     the README's frozen-BatchNorm runs; any other difference would make it another experiment."""
-    def flat(d, prefix=""):
-        out = {}
-        for k, v in d.items():
-            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {prefix + k: v})
-        return out
-
-    demo = flat(configs.get_protocol_config("subject_s1").to_dict())
-    long = flat(configs.get_protocol_config("subject_s1_long").to_dict())
-    changed = {k: long[k] for k in demo if demo[k] != long[k]}
+    demo = flatten(configs.get_protocol_config("subject_s1").to_dict())
+    long = flatten(configs.get_protocol_config("subject_s1_long").to_dict())
     assert set(long) == set(demo)
+    changed = {k: long[k] for k in differing_fields(demo, long)}
     assert changed == {"protocol": "subject_s1_long", "train3d.steps": 9600,
                        "finetune.freeze_batchnorm": True, "finetune.augment_unlabelled": False,
                        "finetune.labelled_fraction": 0.5, "finetune.steps": 2400,
