@@ -792,15 +792,16 @@ def test_killed_finetune_resumes_from_its_checkpoint(quick_run, quick_config, ca
 def test_long_schedule_config_changes_only_the_schedule():
     """subject_s1_long is the S1 protocol (same split, network and losses) with the schedule of
     the README's frozen-BatchNorm runs; any other difference would make it another experiment."""
+    long_config = configs.get_protocol_config("subject_s1_long")
     demo = flatten(configs.get_protocol_config("subject_s1").to_dict())
-    long = flatten(configs.get_protocol_config("subject_s1_long").to_dict())
+    long = flatten(long_config.to_dict())
     assert set(long) == set(demo)
     changed = {k: long[k] for k in differing_fields(demo, long)}
     assert changed == {"protocol": "subject_s1_long", "train3d.steps": 9600,
                        "finetune.freeze_batchnorm": True, "finetune.augment_unlabelled": False,
                        "finetune.labelled_fraction": 0.5, "finetune.steps": 2400,
                        "finetune.learning_rate": 2.5e-4, "finetune.lr_schedule": "cosine"}
-    stages.check_supported(configs.get_protocol_config("subject_s1_long"))
+    stages.check_supported(long_config)
 
 
 def test_bad_inputs_fail_clearly(quick_run, quick_config, tmp_path):

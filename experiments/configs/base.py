@@ -130,11 +130,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     # alone). Against forgetting the labelled data, and to keep the exact labels' signal.
     c.finetune.labelled_fraction = 0.0
     # Lifter BatchNorm on its running averages while fine-tuning (train what is evaluated; our
-    # probe, the paper does not say). With augment_unlabelled=False, half of every batch labelled
-    # and 2400 cosine steps from 2.5e-4 it took the oracle from -5.4% to -8.2% and the full method
-    # from +0.3% to -3.4% on the 9600-step baseline (seed 0; over seeds 0-2: -3.4 +- 0.2%, the
-    # oracle -6.9 +- 1.3%; README "BatchNorm statistics and weights, apart"; the protocol
-    # `subject_s1_long`). `learning_rate=0` with it False re-estimates only these statistics.
+    # probe, the paper does not say). On in `subject_s1_long`, whose docstring and the README
+    # ("BatchNorm statistics and weights, apart") give what it measured. `learning_rate=0` with
+    # it False re-estimates only these statistics.
     c.finetune.freeze_batchnorm = False
     # The paper's augmentation on the pseudo-labelled frames (flip, rotation, scale; the labels
     # move with the image). False: they are seen as predicted (our probe; the labelled rows of

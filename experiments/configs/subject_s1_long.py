@@ -1,12 +1,12 @@
 """Subject-wise protocol S1 with the longer schedule and the fine-tuning that measured best here.
 
 The data split, network and losses are the demo's (`subject_s1.py`); only the schedule differs:
-- the supervised 3D stage trains 4 times longer (9600 steps, about 26 minutes on 2 CPU cores):
+- the supervised 3D stage trains 4 times longer (9600 steps, about 16 minutes on 2 CPU cores alone):
   the baseline's validation MPJPE 231.0 -> 215.8 mm (seed 0), and four labelled subjects then
   give 6.3% more than one (README "Longer supervised training opens data headroom");
 - fine-tuning (our probes, README "BatchNorm statistics and weights, apart"): the lifter's
   BatchNorm on its running averages, the pseudo-labelled frames unaugmented, half of every batch
-  from the labelled split, 2400 steps with a cosine decay from 2.5e-4 (about 6.5 minutes per
+  from the labelled split, 2400 steps with a cosine decay from 2.5e-4 (about 4 minutes per
   loss setting). Over seeds 0, 1, 2 the full method gives -3.4 +- 0.2% there, the oracle
   -6.9 +- 1.3% (README "Three baseline seeds").
 
