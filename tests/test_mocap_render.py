@@ -268,6 +268,28 @@ def test_styled_config_renders_each_subject_in_its_style():
     assert np.linalg.norm((a - a[:, ROOT:ROOT + 1]) - (b - b[:, ROOT:ROOT + 1]), axis=-1).mean() > 20
 
 
+def test_25fps_config_samples_the_same_motions_more_densely():
+    dense = next(c for c in mr.CONFIGS if c.name == "small_25fps")
+    plain = next(c for c in mr.CONFIGS if c.name == "small")
+    assert (dense.fps, plain.fps) == (25.0, 10.0)
+    fields = ("res", "actions", "max_frames", "pretrain_frames", "occluder_prob", "supersample",
+              "motion_style")
+    assert [getattr(dense, f) for f in fields] == [getattr(plain, f) for f in fields]
+    for action, sub in (("walk", 1), ("cartwheel", 2)):
+        a = subjects.sequence_motion("S5", action, sub, 10.0)
+        b = subjects.sequence_motion("S5", action, sub, 25.0)
+        # The same span of the clip: (F - 1) / fps agree within one frame of the dense video.
+        assert abs((len(b) - 1) / 25.0 - (len(a) - 1) / 10.0) <= 1 / 25.0 + 1e-9
+        # At the times both sample (every 0.2 s: frame 2k at 10 fps, 5k at 25 fps), the same
+        # pose. Root-relative, because each video is centred on its own mean pelvis position.
+        k = np.arange(0, len(a), 2)
+        k = k[5 * k // 2 < len(b)]
+        rel = lambda j: j - j[:, ROOT:ROOT + 1]
+        np.testing.assert_allclose(rel(b[5 * k // 2]), rel(a[k]), atol=1e-6)
+        step = lambda j: np.linalg.norm(np.diff(rel(j), axis=0), axis=-1).mean()
+        assert step(b) < 0.5 * step(a)
+
+
 def test_subactions_mirror_and_slow_down():
     a = subjects.sequence_motion("S5", "kick", 1, 10.0)
     b = subjects.sequence_motion("S5", "kick", 2, 10.0)

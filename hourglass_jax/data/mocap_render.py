@@ -9,7 +9,8 @@ joints' image bounding box).
 
 Written as array_record with no TensorFlow (images as PNG bytes through pillow); read with
 `tfds.data_source` or `load`. Configs: `small` (64 px crops, the CPU default), `full` (256 px),
-`tiny` (32 px, three actions, three frames per sequence: for tests).
+`tiny` (32 px, three actions, three frames per sequence: for tests), `small_styled` (each subject
+in a motion style of its own) and `small_25fps` (`small` at 25 fps instead of 10).
 
 Each example: image (R, R, 3) uint8 PNG; pose3d (16, 3) float32 mm camera frame (absolute);
 pose2d (16, 2) float32 crop px; visible (16,) bool; intrinsics (4,) float32 [fx, fy, cx, cy]
@@ -84,6 +85,10 @@ CONFIGS: tuple[MocapRenderConfig, ...] = (
                       res=32, actions=("walk", "jump", "punch"), max_frames=3, pretrain_frames=8),
     MocapRenderConfig(name="small_styled", description="small, each subject moving in a style of "
                       "its own (harder: unseen postures on validation)", res=64, motion_style=True),
+    # The same motions sampled 2.5x as densely: poses change less from frame to frame and every
+    # video has 2.5x the frames, so the completion's temporal prior has more to work with.
+    MocapRenderConfig(name="small_25fps", description="small, all frames at 25 fps (slower motion "
+                      "per frame, longer videos)", res=64, fps=25.0),
 )
 
 
