@@ -4,11 +4,14 @@ r"""Runs the two-stage method of the paper, stage by stage, in one work director
       [--stages=all|pretrain2d,train3d,predict,complete,finetune,evaluate,report] \
       [--config.finetune.gamma=0.05]
 
-A rerun skips the stages that are done; a killed run resumes where it stopped.
+A rerun skips the stages that are done; a killed run resumes where it stopped. On SIGTERM (the
+usual preemption notice) a training stage saves a checkpoint after its current step and the run
+exits with status 143 (128 + SIGTERM) without marking that stage done; the same command resumes it.
 """
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 from absl import app, flags, logging
@@ -17,6 +20,8 @@ from ml_collections import config_flags
 from experiments import common, configs, datasets
 from experiments import stages as stages_lib
 from experiments.workdir import Workdir, parse_stages, read_done_info
+
+PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, what schedulers read as "stopped by the signal"
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, e.g. experiments/configs/subject_s1.py.")
@@ -76,7 +81,11 @@ def main(argv):
     # orbax logs every checkpoint operation at INFO; keep the progress lines readable.
     logging.get_absl_handler().addFilter(lambda record: "orbax" not in record.pathname)
     common.enable_compilation_cache(_XLA_CACHE.value)
-    run(config, _WORKDIR.value, _STAGES.value)
+    try:
+        run(config, _WORKDIR.value, _STAGES.value)
+    except stages_lib.Preempted as stop:
+        print(f"[preempted] {stop}", file=sys.stderr, flush=True)
+        sys.exit(PREEMPTED_EXIT_CODE)
 
 
 if __name__ == "__main__":

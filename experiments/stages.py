@@ -71,14 +71,33 @@ def _optimizer(stage: ml_collections.ConfigDict, steps: int, frozen=()):
     raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {schedule!r}")
 
 
+class Preempted(RuntimeError):
+    """A training stage stopped on SIGTERM before its last step, its checkpoint saved.
+
+    Raised instead of returning the partly trained state, so that the stage is not marked done,
+    nothing downstream uses that state, and a rerun of the same command resumes from the
+    checkpoint. Attributes: stage_dir, step (steps taken), total_steps.
+    """
+
+    def __init__(self, stage_dir: str, step: int, total_steps: int):
+        super().__init__(f"stopped by SIGTERM at step {step} of {total_steps} in {stage_dir}; "
+                         "the checkpoint of that step is saved: run the same command again to "
+                         "resume")
+        self.stage_dir, self.step, self.total_steps = stage_dir, step, total_steps
+
+
 def _train(config, stage_dir: str, module, loss_fn, init_state, pipe, *, steps: int,
            tx, frozen=(), apply_kwargs=None, checkpoint_every: int, run_meta: dict):
     batch_size = pipe.global_batch_size
-    return fit(module, loss_fn, tx,
-               init_state, lambda s: common.device_batch(pipe.batch_at(s)),
-               workdir=stage_dir, total_steps=steps, mesh=_mesh_for(batch_size), frozen=frozen,
-               apply_kwargs=apply_kwargs, checkpoint_every=checkpoint_every,
-               log_every=config.log_every, run_meta=run_meta, best_metric=None)
+    state = fit(module, loss_fn, tx,
+                init_state, lambda s: common.device_batch(pipe.batch_at(s)),
+                workdir=stage_dir, total_steps=steps, mesh=_mesh_for(batch_size), frozen=frozen,
+                apply_kwargs=apply_kwargs, checkpoint_every=checkpoint_every,
+                log_every=config.log_every, run_meta=run_meta, best_metric=None)
+    taken = int(jax.device_get(state.step))
+    if taken < steps:  # `fit` returns early only on SIGTERM
+        raise Preempted(stage_dir, taken, steps)
+    return state
 
 
 def _variables(state) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """The two-stage method end to end on the `quick` config: every stage, rerun, resume, bad input."""
+import copy
 import json
 import os
 import shutil
+import signal
 
 import numpy as np
 import pytest
@@ -787,6 +789,44 @@ def test_killed_finetune_resumes_from_its_checkpoint(quick_run, quick_config, ca
     assert f"resuming from checkpoint step {ckpts[-1]}" in out
     assert "finetune/original: done already, skipped" in out
     assert os.path.exists(os.path.join(setting_dir, "model", "model_config.json"))
+
+
+def test_sigterm_in_a_training_stage_stops_the_run_unfinished_and_resumes(
+        quick_run, quick_config, tmp_path, monkeypatch, capsys):
+    """SIGTERM (preemption) inside train3d: a checkpoint of the step it stopped at, no DONE
+    marker and no later stage run on the partly trained network; the same call then resumes."""
+    config = copy.deepcopy(quick_config)
+    config.pretrain2d.from_workdir = quick_run  # the detector is copied, not trained
+    workdir = str(tmp_path / "preempted")
+    real_device_batch = common.device_batch
+    calls = []
+
+    def device_batch_then_sigterm(batch):
+        calls.append(1)
+        if len(calls) == 1:  # during the first step, as a scheduler's notice would arrive
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real_device_batch(batch)
+
+    monkeypatch.setattr(common, "device_batch", device_batch_then_sigterm)
+    with pytest.raises(stages.Preempted, match=r"SIGTERM at step 1 of 3 .*train3d.*again to "
+                                               r"resume") as stop:
+        main.run(config, workdir, "pretrain2d,train3d,predict")
+    assert (stop.value.step, stop.value.total_steps) == (1, config.train3d.steps)
+    assert os.path.exists(os.path.join(workdir, "pretrain2d", "DONE.json"))
+    assert not os.path.exists(os.path.join(workdir, "train3d", "DONE.json"))
+    assert not os.path.exists(os.path.join(workdir, "train3d", "model"))
+    assert not os.path.exists(os.path.join(workdir, "predict"))
+    ckpts = [int(d) for d in os.listdir(os.path.join(workdir, "train3d", "checkpoints"))
+             if d.isdigit()]
+    assert max(ckpts) == 1
+    capsys.readouterr()
+    main.run(config, workdir, "pretrain2d,train3d")
+    out = capsys.readouterr().out
+    assert "[pretrain2d] done already, skipped" in out
+    assert "resuming from checkpoint step 1" in out
+    done = json.load(open(os.path.join(workdir, "train3d", "DONE.json")))
+    assert done["steps"] == config.train3d.steps
+    assert os.path.exists(os.path.join(workdir, "train3d", "model", "model_config.json"))
 
 
 def test_long_schedule_config_changes_only_the_schedule():
