@@ -1,17 +1,24 @@
 """The `mocap_render` TFDS builder (config `tiny`): geometry of the stored examples, splits,
 visibility, clean rebuilds and error handling."""
+import dataclasses
 import os
 import shutil
 
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
 from hourglass_jax import geometry
 from hourglass_jax.data import mocap_render as mr
 from hourglass_jax.data import render, subjects
 from hourglass_jax.skeleton import ROOT, bone_lengths
 
-CFG = next(c for c in mr.CONFIGS if c.name == "tiny")
+
+def config_named(name: str) -> mr.MocapRenderConfig:
+    return next(c for c in mr.CONFIGS if c.name == name)
+
+
+CFG = config_named("tiny")
 
 
 @pytest.fixture(scope="session")
@@ -252,8 +259,7 @@ def test_restyle_turns_the_named_bones_about_the_body_axes_and_keeps_lengths():
 
 
 def test_styled_config_renders_each_subject_in_its_style():
-    styled = next(c for c in mr.CONFIGS if c.name == "small_styled")
-    plain = next(c for c in mr.CONFIGS if c.name == "small")
+    styled, plain = config_named("small_styled"), config_named("small")
     assert styled.motion_style and not plain.motion_style and styled.res == plain.res
     for cfg, flag in ((styled, True), (plain, False)):
         fr = next(mr.video_frames(cfg, ("S9",)))
@@ -269,12 +275,13 @@ def test_styled_config_renders_each_subject_in_its_style():
 
 
 def test_25fps_config_samples_the_same_motions_more_densely():
-    dense = next(c for c in mr.CONFIGS if c.name == "small_25fps")
-    plain = next(c for c in mr.CONFIGS if c.name == "small")
+    dense, plain = config_named("small_25fps"), config_named("small")
     assert (dense.fps, plain.fps) == (25.0, 10.0)
-    fields = ("res", "actions", "max_frames", "pretrain_frames", "occluder_prob", "supersample",
-              "motion_style")
-    assert [getattr(dense, f) for f in fields] == [getattr(plain, f) for f in fields]
+    # Every other field of the dataset (those MocapRenderConfig adds to BuilderConfig) is small's.
+    inherited = {f.name for f in dataclasses.fields(tfds.core.BuilderConfig)}
+    fields = [f.name for f in dataclasses.fields(mr.MocapRenderConfig)
+              if f.name != "fps" and f.name not in inherited]
+    assert fields and [getattr(dense, f) for f in fields] == [getattr(plain, f) for f in fields]
     for action, sub in (("walk", 1), ("cartwheel", 2)):
         a = subjects.sequence_motion("S5", action, sub, 10.0)
         b = subjects.sequence_motion("S5", action, sub, 25.0)
