@@ -3,12 +3,17 @@
     python -m experiments.seeds runs/demo_s1 runs/demo_s1_seed1 runs/demo_s1_seed2 \
         --out runs/demo_s1_seeds
 
+One seed's loss settings may be spread over several work directories that share its first four
+stages (an ablation run beside the main one, README "Reuse stages"): join them with `+`,
+`runs/s0+runs/s0_ablation runs/s1+runs/s1_ablation ...`, and their Table 3 rows are pooled
+(they must agree on protocol, seed, and every row they both hold, the baseline included).
+
 Reads each work directory's `report/report.json` (written by the report stage) and writes
 `seeds.md` and `seeds.json` to --out (and prints the markdown): for every row of Table 1
 (optimisation of the unlabelled predictions) and Table 3 (validation after fine-tuning), the
 mean, the sample standard deviation and the min..max of MPJPE, NMPJPE and PMPJPE, plus the mean
-relative change against the baseline (Table 3) or the raw predictions of the same joints (Table 1)
-of the same run.
+and sample standard deviation over runs of the relative change against the baseline (Table 3) or
+the raw predictions of the same joints (Table 1) of the same run.
 """
 from __future__ import annotations
 
@@ -18,6 +23,8 @@ from typing import Any, Sequence
 
 import numpy as np
 from absl import app, flags
+
+from experiments.report import SETTING_LABELS, SETTING_ORDER
 
 METRICS = ("MPJPE", "NMPJPE", "PMPJPE")
 TABLES = ("table1", "table3")
@@ -33,15 +40,55 @@ def reference_row(table: str, row: str) -> str:
     return "Preds (scores > τ)" if "scores >" in row else "Predictions (all)"
 
 
+def _load_report(workdir: str) -> dict[str, Any]:
+    path = os.path.join(workdir, "report", "report.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: run the report stage of {workdir} first")
+    with open(path) as f:
+        return json.load(f)
+
+
+def _pool_rows(name: str, table: str, into: dict[str, Any], rows: dict[str, Any]) -> None:
+    """Adds `rows` to `into`; a row both hold must have the same figures (the shared stages)."""
+    for row, values in rows.items():
+        if row in into and any(not np.isclose(into[row][m], values[m], rtol=1e-9, atol=0.0)
+                               for m in METRICS):
+            raise ValueError(f"{name}: row {row!r} of {table} differs between the joined work "
+                             "directories; join only runs that share their first four stages")
+        into.setdefault(row, values)
+
+
+def merge_reports(workdirs: Sequence[str], reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One report from the reports of one seed's work directories (pooled Table 1/3 rows)."""
+    name = "+".join(workdirs)
+    for key in ("protocol", "seed"):
+        values = {str(r.get(key)) for r in reports}
+        if len(values) != 1:
+            raise ValueError(f"{name}: joined work directories of different {key}s {sorted(values)}")
+    merged: dict[str, Any] = {"protocol": reports[0].get("protocol"), "seed": reports[0].get("seed")}
+    for table in TABLES:
+        held = [r[table]["rows"] for r in reports if r.get(table)]
+        if not held:
+            continue
+        rows: dict[str, Any] = {}
+        for r in held:
+            _pool_rows(name, table, rows, r)
+        if table == "table3":  # the paper's order, whichever directory a setting came from
+            order = [SETTING_LABELS[s] for s in SETTING_ORDER]
+            rows = dict(sorted(rows.items(), key=lambda item: (
+                order.index(item[0]) if item[0] in order else len(order))))
+        merged[table] = {"rows": rows}
+    return merged
+
+
 def load_reports(workdirs: Sequence[str]) -> list[dict[str, Any]]:
-    """The report.json of each work directory; FileNotFoundError names a missing one."""
+    """The report.json of each work directory, or of each `+`-joined group of them (pooled);
+    FileNotFoundError names a missing one."""
     reports = []
     for wd in workdirs:
-        path = os.path.join(wd, "report", "report.json")
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{path} not found: run the report stage of {wd} first")
-        with open(path) as f:
-            reports.append(json.load(f))
+        parts = [p for p in wd.split("+") if p]
+        loaded = [_load_report(p) for p in parts]
+        reports.append(loaded[0] if len(loaded) == 1 else merge_reports(parts, loaded))
     return reports
 
 
@@ -71,19 +118,21 @@ def aggregate(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
                             "min": float(v.min()), "max": float(v.max())}
             ref_row = reference_row(table, name)
             if ref_row in rows:
-                entry["change_percent"] = {m: float(np.mean(
-                    [100.0 * (p[name][m] / p[ref_row][m] - 1.0) for p in present]))
-                    for m in METRICS}
+                changes = {m: np.array([100.0 * (p[name][m] / p[ref_row][m] - 1.0)
+                                        for p in present]) for m in METRICS}
+                entry["change_percent"] = {m: float(c.mean()) for m, c in changes.items()}
+                entry["change_percent_std"] = {m: float(c.std(ddof=1))
+                                               for m, c in changes.items()}
             agg[name] = entry
         out[table] = agg
     return out
 
 
 def markdown(agg: dict[str, Any]) -> str:
-    """Tables of mean +- std (min..max) per metric, and the mean change against the first row."""
+    """Tables of mean +- std (min..max) per metric, and the change's mean +- std over runs."""
     lines = [f"Protocol {agg['protocol']}, {agg['runs']} runs (seeds "
              f"{', '.join(map(str, agg['seeds']))}): mean +- sample std (min..max), mm; "
-             "change: mean over runs of the relative change of MPJPE against the baseline "
+             "change: mean +- sample std over runs of the relative change of MPJPE against the baseline "
              "(Table 3) or the raw predictions of the same joints (Table 1).", ""]
     for table in TABLES:
         if table not in agg:
@@ -95,7 +144,8 @@ def markdown(agg: dict[str, Any]) -> str:
             cells = [f"{e[m]['mean']:.1f} +- {e[m]['std']:.1f} "
                      f"({e[m]['min']:.1f}..{e[m]['max']:.1f})" for m in METRICS]
             change = e.get("change_percent", {}).get("MPJPE")
-            cells.append("" if change is None else f"{change:+.1f}%")
+            spread = e.get("change_percent_std", {}).get("MPJPE", 0.0)
+            cells.append("" if change is None else f"{change:+.1f} +- {spread:.1f}%")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)

@@ -8,10 +8,15 @@ import pytest
 from experiments import seeds
 
 
-def _write_report(root, name, seed, baseline, bone, protocol="subject_s1"):
-    rows3 = {"baseline": dict(MPJPE=baseline, NMPJPE=baseline - 10, PMPJPE=baseline - 50),
-             "+ bone consistency (full method)": dict(MPJPE=bone, NMPJPE=bone - 10,
-                                                      PMPJPE=bone - 50)}
+def _metrics(mpjpe):
+    return dict(MPJPE=mpjpe, NMPJPE=mpjpe - 10, PMPJPE=mpjpe - 50)
+
+
+def _write_report(root, name, seed, baseline, bone, protocol="subject_s1", others=None):
+    rows3 = {"baseline": _metrics(baseline)}
+    if bone is not None:
+        rows3["+ bone consistency (full method)"] = _metrics(bone)
+    rows3.update({row: _metrics(v) for row, v in (others or {}).items()})
     rows1 = {"Predictions (all)": dict(MPJPE=100.0, NMPJPE=90.0, PMPJPE=80.0),
              "Optimisations (all)": dict(MPJPE=90.0, NMPJPE=85.0, PMPJPE=70.0),
              "Preds (scores > τ)": dict(MPJPE=50.0, NMPJPE=50.0, PMPJPE=50.0),
@@ -34,13 +39,14 @@ def test_mean_spread_and_change_match_numpy(tmp_path, capsys):
     assert (e["MPJPE"]["min"], e["MPJPE"]["max"]) == (266.0, 290.0)
     # The change is averaged per run (-10%, -5%, 0%), not taken between the means.
     assert e["change_percent"]["MPJPE"] == pytest.approx(-5.0)
+    assert e["change_percent_std"]["MPJPE"] == pytest.approx(np.std([-10.0, -5.0, 0.0], ddof=1))
     assert agg["table1"]["Optimisations (all)"]["change_percent"]["MPJPE"] == pytest.approx(-10.0)
     # Confident joints are compared with the predictions of the same joints, not with all.
     assert agg["table1"]["Optis (scores > τ)"]["change_percent"]["MPJPE"] == pytest.approx(-2.0)
     assert agg["seeds"] == [0, 1, 2]
     seeds.run(wds, str(tmp_path / "out"))
     out = capsys.readouterr().out
-    assert "275.3 +- 12.9 (266.0..290.0)" in out and "-5.0%" in out
+    assert "275.3 +- 12.9 (266.0..290.0)" in out and "-5.0 +- 5.0%" in out
     with open(tmp_path / "out" / "seeds.json") as f:
         assert json.load(f)["table3"]["baseline"]["MPJPE"]["mean"] == pytest.approx(290.0)
     assert (tmp_path / "out" / "seeds.md").read_text().startswith("Protocol subject_s1, 3 runs")
@@ -58,3 +64,41 @@ def test_bad_inputs(tmp_path):
         seeds.aggregate(seeds.load_reports([a, other]))
     with pytest.raises(FileNotFoundError, match="report stage"):
         seeds.load_reports([str(tmp_path / "missing")])
+
+
+def test_one_seeds_settings_pooled_from_joined_work_directories(tmp_path):
+    """`a+b`: a seed's main run and its ablation run (same first four stages) give one row set."""
+    groups = []
+    for seed, (base, bone, opt, orig) in enumerate([(300.0, 270.0, 280.0, 290.0),
+                                                     (280.0, 266.0, 252.0, 270.0)]):
+        main = _write_report(tmp_path, f"s{seed}", seed, base, bone,
+                             others={"original supervision": orig})
+        ablation = _write_report(tmp_path, f"s{seed}_ablation", seed, base, None,
+                                 others={"optimised supervision": opt})
+        groups.append(f"{main}+{ablation}")
+    agg = seeds.aggregate(seeds.load_reports(groups))
+    rows = agg["table3"]
+    # The paper's order, whichever directory a row came from.
+    assert list(rows) == ["baseline", "original supervision", "optimised supervision",
+                          "+ bone consistency (full method)"]
+    opt_changes = [100 * (280 / 300 - 1), 100 * (252 / 280 - 1)]
+    assert rows["optimised supervision"]["change_percent"]["MPJPE"] == pytest.approx(
+        np.mean(opt_changes))
+    assert rows["optimised supervision"]["change_percent_std"]["MPJPE"] == pytest.approx(
+        np.std(opt_changes, ddof=1))
+    assert rows["+ bone consistency (full method)"]["MPJPE"]["mean"] == pytest.approx(268.0)
+    assert agg["seeds"] == [0, 1]
+
+
+def test_joined_work_directories_must_share_seed_and_stages(tmp_path):
+    main = _write_report(tmp_path, "m", 0, 300.0, 290.0)
+    other_seed = _write_report(tmp_path, "o", 1, 300.0, None, others={"optimised supervision": 280.0})
+    with pytest.raises(ValueError, match="different seeds"):
+        seeds.load_reports([f"{main}+{other_seed}"])
+    # A different baseline means the ablation did not reuse this run's train3d.
+    other_baseline = _write_report(tmp_path, "b", 0, 301.0, None,
+                                   others={"optimised supervision": 280.0})
+    with pytest.raises(ValueError, match="'baseline' of table3 differs"):
+        seeds.load_reports([f"{main}+{other_baseline}"])
+    with pytest.raises(FileNotFoundError, match="report stage"):
+        seeds.load_reports([f"{main}+{tmp_path / 'missing'}"])
