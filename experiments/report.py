@@ -24,25 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from experiments.configs.base import LOSS_SETTINGS, OPTIONAL_SETTINGS
+from experiments.table_rows import SETTING_LABELS, SETTING_ORDER
 from experiments.workdir import with_added_fields, write_atomic
 from hourglass_jax import metrics, skeleton, viz
 
 METRICS: tuple[str, ...] = ("mpjpe", "nmpjpe", "pmpjpe")
 METRIC_NAMES: dict[str, str] = {"mpjpe": "MPJPE", "nmpjpe": "NMPJPE", "pmpjpe": "PMPJPE"}
-# Rows of Table 3 in the paper's order; meanings in experiments/configs/base.py.
-SETTING_ORDER: tuple[str, ...] = ("baseline",) + tuple(LOSS_SETTINGS) + tuple(OPTIONAL_SETTINGS)
-SETTING_LABELS: dict[str, str] = {
-    "baseline": "baseline",
-    "original": "original supervision",
-    "optimised": "optimised supervision",
-    "weighted": "+ weighted fidelity",
-    "bone": "+ bone consistency (full method)",
-    "interp": "interpolation supervision (control)",
-    "labelled": "labelled ground truth only (control)",
-    "oracle": "unlabelled ground truth (oracle control)",
-    "shuffled_error": "ground truth + other frames' prediction errors (control)",
-}
 FULL_METHOD = "bone"
 TAU = "\u03c4"
 

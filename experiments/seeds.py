@@ -5,8 +5,9 @@
 
 One seed's loss settings may be spread over several work directories that share its first four
 stages (an ablation run beside the main one, README "Reuse stages"): join them with `+`,
-`runs/s0+runs/s0_ablation runs/s1+runs/s1_ablation ...`, and their Table 3 rows are pooled
-(they must agree on protocol, seed, and every row they both hold, the baseline included).
+`runs/s0+runs/s0_ablation runs/s1+runs/s1_ablation ...`, and their Table 1 and Table 3 rows
+are pooled (they must agree on protocol, seed, and every row they both hold, the baseline
+included).
 
 Reads each work directory's `report/report.json` (written by the report stage) and writes
 `seeds.md` and `seeds.json` to --out (and prints the markdown): for every row of Table 1
@@ -24,7 +25,7 @@ from typing import Any, Sequence
 import numpy as np
 from absl import app, flags
 
-from experiments.report import SETTING_LABELS, SETTING_ORDER
+from experiments.table_rows import in_paper_order
 
 METRICS = ("MPJPE", "NMPJPE", "PMPJPE")
 TABLES = ("table1", "table3")
@@ -73,11 +74,8 @@ def merge_reports(workdirs: Sequence[str], reports: Sequence[dict[str, Any]]) ->
         rows: dict[str, Any] = {}
         for r in held:
             _pool_rows(name, table, rows, r)
-        if table == "table3":  # the paper's order, whichever directory a setting came from
-            order = [SETTING_LABELS[s] for s in SETTING_ORDER]
-            rows = dict(sorted(rows.items(), key=lambda item: (
-                order.index(item[0]) if item[0] in order else len(order))))
-        merged[table] = {"rows": rows}
+        # Table 3 in the paper's order, whichever directory a setting came from.
+        merged[table] = {"rows": in_paper_order(rows) if table == "table3" else rows}
     return merged
 
 
