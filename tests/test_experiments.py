@@ -844,6 +844,20 @@ def test_long_schedule_config_changes_only_the_schedule():
     stages.check_supported(long_config)
 
 
+def test_styled_config_changes_only_the_data_and_the_supervised_schedule():
+    """subject_s1_styled is subject_s1_long on `small_styled` with 19200 train3d steps: the
+    README's styled runs, made with these two overrides of subject_s1_long, are this protocol."""
+    styled_config = configs.get_protocol_config("subject_s1_styled")
+    long = flatten(configs.get_protocol_config("subject_s1_long").to_dict())
+    styled = flatten(styled_config.to_dict())
+    assert set(styled) == set(long)
+    changed = {k: styled[k] for k in differing_fields(long, styled)}
+    assert changed == {"protocol": "subject_s1_styled", "data.builder_config": "small_styled",
+                       "train3d.steps": 19200}
+    assert "small_styled" in [c.name for c in mocap_render.MocapRender.BUILDER_CONFIGS]
+    stages.check_supported(styled_config)
+
+
 def test_bad_inputs_fail_clearly(quick_run, quick_config, tmp_path):
     with pytest.raises(ValueError, match="unknown protocol 'nope'.*subject_s1"):
         configs.get_protocol_config("nope")
