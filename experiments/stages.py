@@ -465,6 +465,8 @@ SETTINGS: dict[str, tuple[str, bool, bool]] = {
     "oracle": ("gt", False, False),  # control: the unlabelled videos' true poses (the ceiling)
     # control: true poses + the predictions' errors of other frames (shuffled_prediction_errors)
     "shuffled_error": ("shuffled_error", False, False),
+    # ablation: `bone` without Eq. 4's weights (optimised supervision + the bone term)
+    "unweighted_bone": ("completed", False, True),
 }
 
 

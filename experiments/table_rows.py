@@ -21,6 +21,7 @@ SETTING_LABELS: dict[str, str] = {
     "labelled": "labelled ground truth only (control)",
     "oracle": "unlabelled ground truth (oracle control)",
     "shuffled_error": "ground truth + other frames' prediction errors (control)",
+    "unweighted_bone": "optimised + bone consistency, unweighted (ablation)",
 }
 _LABEL_RANK = {SETTING_LABELS[s]: i for i, s in enumerate(SETTING_ORDER)}
 

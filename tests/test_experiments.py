@@ -134,6 +134,35 @@ def test_shuffled_error_control_trains_on_those_labels(quick_run, quick_config):
         np.testing.assert_array_equal(sample["confidence"], 1.0)
 
 
+def test_unweighted_bone_is_the_bone_setting_without_eq4_weights(quick_run, quick_config):
+    """The `unweighted_bone` ablation trains on the completed labels with confidence 1 (no Eq. 4
+    weights) where `bone` carries the raw confidences, and both add gamma times the bone term:
+    every logged loss is fidelity + gamma * bone, where optimised supervision's is fidelity."""
+    from hourglass_jax.data import pipeline
+    with np.load(os.path.join(quick_run, "complete", "pseudo_labels.npz")) as f:
+        labels = {k: f[k] for k in f.files}
+    source = mocap_render.load("tiny", quick_config.data.data_dir)["train"]
+    relabel = {s: stages.PseudoLabels(labels, *stages.SETTINGS[s][:2])
+               for s in ("unweighted_bone", "bone")}
+    for row in (0, len(labels["index"]) - 1):
+        index = int(labels["index"][row])
+        sample = {s: r(pipeline.decode(source[index], index)) for s, r in relabel.items()}
+        for s in relabel:
+            np.testing.assert_allclose(sample[s]["pose3d"] - sample[s]["pose3d"][skeleton.ROOT],
+                                       labels["completed"][row]
+                                       - labels["completed"][row][skeleton.ROOT], atol=1e-2)
+        np.testing.assert_array_equal(sample["unweighted_bone"]["confidence"], 1.0)
+        np.testing.assert_allclose(sample["bone"]["confidence"], labels["confidence"][row])
+    gamma = quick_config.finetune.gamma
+    assert gamma > 0
+    for setting, weight in (("unweighted_bone", gamma), ("bone", gamma), ("optimised", 0.0)):
+        with open(os.path.join(quick_run, "finetune", setting, "metrics.jsonl")) as f:
+            logged = [r for r in map(json.loads, f) if r.get("kind") == "train"]
+        assert logged, setting
+        for r in logged:
+            np.testing.assert_allclose(r["loss"], r["fidelity"] + weight * r["bone"], rtol=1e-4)
+
+
 def test_labelled_fraction_mixes_labelled_frames_into_pseudo_label_batches(quick_run, tmp_path):
     """`finetune.labelled_fraction` ends every pseudo-label batch with that share of labelled
     frames carrying their own ground truth; `finetune.augment_unlabelled=False` leaves the

@@ -27,7 +27,10 @@ LOSS_SETTINGS = ("original", "optimised", "weighted", "bone", "interp", "labelle
 #              moved to another frame (control). The labels are exactly as far from the truth as
 #              the predictions, but their errors are not the network's own mistakes on those
 #              images: it tells label noise apart from the network's systematic error.
-OPTIONAL_SETTINGS = ("shuffled_error",)
+#   unweighted_bone: the completed labels with the bone term but without Eq. 4's weights (our
+#              ablation, the cell the paper's table lacks): whether the bone term helps on top of
+#              optimised supervision alone.
+OPTIONAL_SETTINGS = ("shuffled_error", "unweighted_bone")
 
 
 def get_base_config() -> ml_collections.ConfigDict:
