@@ -32,6 +32,23 @@ def quick_run(quick_config, tmp_path_factory):
     return workdir
 
 
+def pseudo_labels(run: str) -> dict[str, np.ndarray]:
+    """The arrays of a run's complete/pseudo_labels.npz."""
+    return stages._load_npz(os.path.join(run, "complete", "pseudo_labels.npz"))
+
+
+def relabelled_ends(labels: dict[str, np.ndarray], setting: str, source) -> list:
+    """(row, record) for the first and last unlabelled rows, relabelled as `setting` trains."""
+    relabel = stages.PseudoLabels(labels, *stages.SETTINGS[setting][:2])
+    rows = (0, len(labels["index"]) - 1)
+    return [(r, relabel(pipeline.decode(source[int(labels["index"][r])],
+                                        int(labels["index"][r])))) for r in rows]
+
+
+def root_relative(pose: np.ndarray) -> np.ndarray:
+    return pose - pose[skeleton.ROOT]
+
+
 def test_every_stage_writes_its_outputs(quick_run):
     for stage in STAGES:
         assert os.path.exists(os.path.join(quick_run, stage, "DONE.json")), stage
@@ -53,11 +70,9 @@ def test_labelled_control_trains_on_the_labelled_ground_truth(quick_run, quick_c
     """The `labelled` control reads only the labelled split, keeps its true poses, and carries
     confidence 1 and the bone lengths of those poses; the pseudo-label settings read only the
     unlabelled videos."""
-    with np.load(os.path.join(quick_run, "complete", "pseudo_labels.npz")) as f:
-        labels = {k: f[k] for k in f.files}
+    labels = pseudo_labels(quick_run)
     control = stages.finetune_pipeline(quick_config, "labelled", labels)
     pseudo = stages.finetune_pipeline(quick_config, "bone", labels)
-    from hourglass_jax.data import pipeline
     for pipe, subjects in ((control, quick_config.data.labelled_subjects),
                            (pseudo, quick_config.data.unlabelled_subjects)):
         meta = pipeline.read_metadata(mocap_render.load("tiny", quick_config.data.data_dir)["train"])
@@ -70,14 +85,10 @@ def test_labelled_control_trains_on_the_labelled_ground_truth(quick_run, quick_c
                                rtol=1e-4, atol=0.05)
     # The oracle control relabels an unlabelled record with its own true pose (root-relative).
     source = mocap_render.load("tiny", quick_config.data.data_dir)["train"]
-    target, weighted, _ = stages.SETTINGS["oracle"]
-    oracle = stages.PseudoLabels(labels, target, weighted)
-    for row in (0, len(labels["index"]) - 1):
-        index = int(labels["index"][row])
-        sample = oracle(pipeline.decode(source[index], index))
-        true = np.asarray(source[index]["pose3d"], np.float64)
-        np.testing.assert_allclose(sample["pose3d"] - sample["pose3d"][skeleton.ROOT],
-                                   true - true[skeleton.ROOT], atol=1e-2)
+    for row, sample in relabelled_ends(labels, "oracle", source):
+        true = np.asarray(source[int(labels["index"][row])]["pose3d"], np.float64)
+        np.testing.assert_allclose(root_relative(sample["pose3d"]), root_relative(true),
+                                   atol=1e-2)
 
 
 def test_shuffled_error_labels_carry_another_frames_prediction_error():
@@ -116,21 +127,15 @@ def test_shuffled_error_labels_carry_another_frames_prediction_error():
 def test_shuffled_error_control_trains_on_those_labels(quick_run, quick_config):
     """The quick run fine-tunes the `shuffled_error` control, and its records carry the labels
     `shuffled_prediction_errors` gives with the config's seed."""
-    from hourglass_jax.data import pipeline
-    with np.load(os.path.join(quick_run, "complete", "pseudo_labels.npz")) as f:
-        labels = {k: f[k] for k in f.files}
+    labels = pseudo_labels(quick_run)
     assert os.path.exists(os.path.join(quick_run, "finetune", "shuffled_error", "model",
                                        "model_config.json"))
     expected = stages.shuffled_prediction_errors(labels, quick_config.seed)
     labels["shuffled_error"] = expected
-    target, weighted, _ = stages.SETTINGS["shuffled_error"]
-    relabel = stages.PseudoLabels(labels, target, weighted)
     source = mocap_render.load("tiny", quick_config.data.data_dir)["train"]
-    for row in (0, len(labels["index"]) - 1):
-        index = int(labels["index"][row])
-        sample = relabel(pipeline.decode(source[index], index))
-        np.testing.assert_allclose(sample["pose3d"] - sample["pose3d"][skeleton.ROOT],
-                                   expected[row] - expected[row][skeleton.ROOT], atol=1e-2)
+    for row, sample in relabelled_ends(labels, "shuffled_error", source):
+        np.testing.assert_allclose(root_relative(sample["pose3d"]), root_relative(expected[row]),
+                                   atol=1e-2)
         np.testing.assert_array_equal(sample["confidence"], 1.0)
 
 
@@ -138,21 +143,16 @@ def test_unweighted_bone_is_the_bone_setting_without_eq4_weights(quick_run, quic
     """The `unweighted_bone` ablation trains on the completed labels with confidence 1 (no Eq. 4
     weights) where `bone` carries the raw confidences, and both add gamma times the bone term:
     every logged loss is fidelity + gamma * bone, where optimised supervision's is fidelity."""
-    from hourglass_jax.data import pipeline
-    with np.load(os.path.join(quick_run, "complete", "pseudo_labels.npz")) as f:
-        labels = {k: f[k] for k in f.files}
+    labels = pseudo_labels(quick_run)
     source = mocap_render.load("tiny", quick_config.data.data_dir)["train"]
-    relabel = {s: stages.PseudoLabels(labels, *stages.SETTINGS[s][:2])
-               for s in ("unweighted_bone", "bone")}
-    for row in (0, len(labels["index"]) - 1):
-        index = int(labels["index"][row])
-        sample = {s: r(pipeline.decode(source[index], index)) for s, r in relabel.items()}
-        for s in relabel:
-            np.testing.assert_allclose(sample[s]["pose3d"] - sample[s]["pose3d"][skeleton.ROOT],
-                                       labels["completed"][row]
-                                       - labels["completed"][row][skeleton.ROOT], atol=1e-2)
-        np.testing.assert_array_equal(sample["unweighted_bone"]["confidence"], 1.0)
-        np.testing.assert_allclose(sample["bone"]["confidence"], labels["confidence"][row])
+    for setting in ("unweighted_bone", "bone"):
+        for row, sample in relabelled_ends(labels, setting, source):
+            np.testing.assert_allclose(root_relative(sample["pose3d"]),
+                                       root_relative(labels["completed"][row]), atol=1e-2)
+            if setting == "unweighted_bone":
+                np.testing.assert_array_equal(sample["confidence"], 1.0)
+            else:
+                np.testing.assert_allclose(sample["confidence"], labels["confidence"][row])
     gamma = quick_config.finetune.gamma
     assert gamma > 0
     for setting, weight in (("unweighted_bone", gamma), ("bone", gamma), ("optimised", 0.0)):
@@ -169,12 +169,10 @@ def test_labelled_fraction_mixes_labelled_frames_into_pseudo_label_batches(quick
     pseudo-labelled rows unaugmented, their labels exact, and the labelled rows augmented; the
     `labelled` control stays all labelled; a fraction that leaves no row of either kind is a
     clear error."""
-    from hourglass_jax.data import pipeline
     config = configs.get_protocol_config("quick")
     config.data.data_dir = mocap_render.cached_data_dir("tiny")
     config.finetune.labelled_fraction = 0.25
-    with np.load(os.path.join(quick_run, "complete", "pseudo_labels.npz")) as f:
-        labels = {k: f[k] for k in f.files}
+    labels = pseudo_labels(quick_run)
     pipe = stages.finetune_pipeline(config, "optimised", labels)
     assert isinstance(pipe, pipeline.MixedPipeline) and pipe.global_batch_size == 8
     source = mocap_render.load("tiny", config.data.data_dir)["train"]
@@ -292,7 +290,6 @@ def test_probe_on_labelled_videos_reads_only_the_labelled_split(quick_run, quick
     """`soft_fidelity_probe --videos=labelled` chooses lambda_o on the baseline's predictions of
     the labelled videos: every labelled frame once, no other subject, the true poses beside."""
     from experiments.soft_fidelity_probe import labelled_predictions
-    from hourglass_jax.data import pipeline
     preds = labelled_predictions(quick_run)
     meta = pipeline.read_metadata(mocap_render.load("tiny", quick_config.data.data_dir)["train"])
     labelled = pipeline.select(meta, quick_config.data.labelled_subjects, None)
@@ -303,8 +300,7 @@ def test_probe_on_labelled_videos_reads_only_the_labelled_split(quick_run, quick
 
 
 def test_pseudo_labels_are_what_the_solver_returns(quick_run, quick_config):
-    with np.load(os.path.join(quick_run, "complete", "pseudo_labels.npz")) as f:
-        labels = {k: f[k] for k in f.files}
+    labels = pseudo_labels(quick_run)
     n = len(labels["pred"])
     assert labels["completed"].shape == labels["pred"].shape == (n, 16, 3)
     tau = quick_config.complete.tau
@@ -637,7 +633,6 @@ def test_predict_with_averaged_views(quick_run, tmp_path):
     root-relative predictions (each mapped back) and of the confidences, at the single view's
     root; computed here from records read one by one instead of whole videos."""
     from hourglass_jax import export, predictor
-    from hourglass_jax.data import pipeline
     workdir = str(tmp_path / "views")
     shutil.copytree(quick_run, workdir, ignore=shutil.ignore_patterns(
         "predict", "complete", "finetune", "evaluate", "report", "config.json"))
