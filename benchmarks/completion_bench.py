@@ -19,6 +19,12 @@ NumPy and JAX are imported (XLA may still run independent ops side by side: comp
 times). On a machine shared with other jobs this is the stable measurement: with the default
 thread pools both sides were measured from normal to 100x slower from one run to the next
 (threads spinning for cores other processes hold).
+
+Accuracy: each case also has the error of the JAX result against `completion.reference` in
+float64 after the same iterations (`err_vs_float64_max` / `_rms`, in the data's units, mm-like
+random walks around 1000), and for F = 300 the iterations the solver needs to reach its default
+tolerance (`iterations_to_tol`, at most 500). `--matmul-precision highest,default` runs every
+case for each CompletionConfig.matmul_precision: on a GPU "default" is TensorFloat32 products.
 """
 from __future__ import annotations
 
@@ -47,6 +53,8 @@ def _parse() -> argparse.Namespace:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--sizes", default="100,300,1000")
     ap.add_argument("--no-batch", action="store_true", help="skip the 64-window batch")
+    ap.add_argument("--matmul-precision", default="highest",
+                    help="comma list of CompletionConfig.matmul_precision values to compare")
     ap.add_argument("--threads", type=int, default=0, choices=(0, 1),
                     help="1: one thread for both sides; 0: the libraries' defaults")
     return ap.parse_args()
@@ -79,44 +87,82 @@ def _entry(frames, iters, t_jax, t_ref, **extra):
                 ratio=round(w_ref / w_jax, 2), cpu_ratio=round(c_ref / c_jax, 2), **extra)
 
 
+def _errors(got, want) -> dict:
+    """Max and RMS difference of completed poses against the float64 reference (data units)."""
+    diff = np.abs(np.asarray(got, np.float64) - np.asarray(want, np.float64))
+    return dict(err_vs_float64_max=float(f"{diff.max():.3g}"),
+                err_vs_float64_rms=float(f"{np.sqrt(np.mean(diff ** 2)):.3g}"))
+
+
+def _single_cases(args, rng, precisions, out) -> None:
+    for f in [int(s) for s in args.sizes.split(",")]:
+        poses, observed = _problem(rng, f)
+        for svt in ("eigh", "svd"):
+            if svt == "svd" and f != 300:
+                continue  # the SVD variant only at the target size
+            base = CompletionConfig(tol=0.0, max_iters=args.iters, svt=svt)
+            t_ref = _best(lambda: reference.complete(poses, observed, base, dtype=np.float32),
+                          args.repeats)
+            exact = reference.complete(poses, observed, base, dtype=np.float64).X
+            for precision in precisions:
+                cfg = base.replace(matmul_precision=precision)
+                got = jax.block_until_ready(complete(poses, observed, cfg))  # compile
+                t_jax = _best(lambda: complete(poses, observed, cfg), args.repeats)
+                extra = _errors(got.X, exact)
+                if f == 300:  # how far the products' rounding lets the residuals fall
+                    to_tol = complete(poses, observed, CompletionConfig(
+                        svt=svt, matmul_precision=precision))
+                    extra.update(iterations_to_tol=int(to_tol.iterations),
+                                 converged=bool(to_tol.converged))
+                out["single"].append(_entry(f, args.iters, t_jax, t_ref, svt=svt,
+                                            matmul_precision=precision, **extra))
+                print(f"F={f} svt={svt} {precision}: jax {t_jax[0]:.3f}s reference "
+                      f"{t_ref[0]:.3f}s (ratio {t_ref[0] / t_jax[0]:.2f}, load "
+                      f"{os.getloadavg()[0]:.1f}), error {extra['err_vs_float64_max']}",
+                      file=sys.stderr, flush=True)
+
+
+def _batch_cases(args, rng, precisions) -> list[dict]:
+    n, w = 64, 256
+    base = CompletionConfig(tol=0.0, max_iters=args.batch_iters)
+    data = [_problem(rng, w) for _ in range(n)]
+    poses = np.stack([d[0] for d in data])
+    obs = np.stack([np.broadcast_to(d[1][..., None], d[0].shape) for d in data])
+    valid = np.ones((n, w), bool)
+    k = min(args.ref_windows, n)
+    t_ref = _best(lambda: [reference.complete(poses[i], data[i][1], base, dtype=np.float32)
+                           for i in range(k)], 1)
+    t_ref = (t_ref[0] * n / k, t_ref[1] * n / k)
+    exact = [reference.complete(poses[i], data[i][1], base, dtype=np.float64).X
+             for i in range(k)]
+    entries = []
+    for precision in precisions:
+        cfg = base.replace(matmul_precision=precision)
+        got = run_padded(poses, obs, valid, cfg)  # compile
+        t_jax = _best(lambda: run_padded(poses, obs, valid, cfg), args.repeats)
+        entries.append(_entry(n * w, args.batch_iters, t_jax, t_ref, windows=n,
+                              window_frames=w, reference_timed_windows=k,
+                              matmul_precision=precision, **_errors(got.X[:k], exact)))
+        print(f"batch {n}x{w} {precision}: jax {t_jax[0]:.3f}s reference {t_ref[0]:.3f}s",
+              file=sys.stderr, flush=True)
+    return entries
+
+
 def main(args: argparse.Namespace) -> None:
     rng = np.random.default_rng(0)
+    precisions = args.matmul_precision.split(",")
+    for precision in precisions:
+        CompletionConfig(matmul_precision=precision).validate()  # fail before any timing
     out = {"machine": {"platform": jax.devices()[0].platform,
                        "device": jax.devices()[0].device_kind, "cpus": os.cpu_count(),
                        "processor": platform.processor() or platform.machine(),
                        "jax": jax.__version__, "numpy": np.__version__},
            "dtype": "float32", "threads": args.threads or "default",
            "load_average_1min_before": round(os.getloadavg()[0], 2), "single": [], "batch": None}
-    for f in [int(s) for s in args.sizes.split(",")]:
-        poses, observed = _problem(rng, f)
-        for svt in ("eigh", "svd"):
-            if svt == "svd" and f != 300:
-                continue  # the SVD variant only at the target size
-            cfg = CompletionConfig(tol=0.0, max_iters=args.iters, svt=svt)
-            jax.block_until_ready(complete(poses, observed, cfg))  # compile
-            t_jax = _best(lambda: complete(poses, observed, cfg), args.repeats)
-            t_ref = _best(lambda: reference.complete(poses, observed, cfg, dtype=np.float32),
-                          args.repeats)
-            out["single"].append(_entry(f, args.iters, t_jax, t_ref, svt=svt))
-            print(f"F={f} svt={svt}: jax {t_jax[0]:.3f}s reference {t_ref[0]:.3f}s "
-                  f"(ratio {t_ref[0] / t_jax[0]:.2f}, load {os.getloadavg()[0]:.1f})",
-                  file=sys.stderr, flush=True)
+    _single_cases(args, rng, precisions, out)
     if not args.no_batch:
-        n, w = 64, 256
-        cfg = CompletionConfig(tol=0.0, max_iters=args.batch_iters)
-        data = [_problem(rng, w) for _ in range(n)]
-        poses = np.stack([d[0] for d in data])
-        obs = np.stack([np.broadcast_to(d[1][..., None], d[0].shape) for d in data])
-        valid = np.ones((n, w), bool)
-        jax.block_until_ready(run_padded(poses, obs, valid, cfg))  # compile
-        t_jax = _best(lambda: run_padded(poses, obs, valid, cfg), args.repeats)
-        k = min(args.ref_windows, n)
-        t_ref = _best(lambda: [reference.complete(poses[i], data[i][1], cfg, dtype=np.float32)
-                               for i in range(k)], 1)
-        t_ref = (t_ref[0] * n / k, t_ref[1] * n / k)
-        out["batch"] = _entry(n * w, args.batch_iters, t_jax, t_ref, windows=n, window_frames=w,
-                              reference_timed_windows=k)
-        print(f"batch {n}x{w}: jax {t_jax[0]:.3f}s reference {t_ref[0]:.3f}s", file=sys.stderr)
+        batch = _batch_cases(args, rng, precisions)
+        out["batch"] = batch[0] if len(batch) == 1 else batch
     out["load_average_1min_after"] = round(os.getloadavg()[0], 2)
     print(json.dumps(out, indent=1))
 

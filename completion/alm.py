@@ -42,6 +42,7 @@ same iterates as the unpadded problem.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 from typing import NamedTuple
 
@@ -92,6 +93,16 @@ def _after(a: jax.Array, b: jax.Array) -> jax.Array:
 
 def _alm(s: jax.Array, mask: jax.Array, x0: jax.Array, valid: jax.Array,
          cfg: CompletionConfig, group: int = 1, max_free: int | None = None) -> SolveResult:
+    # jnp reads the default matmul precision while tracing, so this context sets the precision
+    # of every product of the solve, inside the while loop too (see CompletionConfig).
+    precision = (contextlib.nullcontext() if cfg.matmul_precision == "default"
+                 else jax.default_matmul_precision(cfg.matmul_precision))
+    with precision:
+        return _alm_traced(s, mask, x0, valid, cfg, group, max_free)
+
+
+def _alm_traced(s: jax.Array, mask: jax.Array, x0: jax.Array, valid: jax.Array,
+                cfg: CompletionConfig, group: int, max_free: int | None) -> SolveResult:
     # group: consecutive rows sharing one observed mask (3 = x, y, z of a joint), static.
     # max_free: static bound on any group's unobserved valid frames (None: F); see free_slots.
     # Ignored with the soft data term (cfg.lambda_o > 0): every frame is free there.

@@ -5,6 +5,9 @@ import dataclasses
 import math
 
 _SVT_METHODS = ("eigh", "svd")
+# "default": no override (jax_default_matmul_precision decides: TF32 on recent NVIDIA GPUs,
+# bfloat16 passes on TPU); the others are set with jax.default_matmul_precision while tracing.
+_MATMUL_PRECISIONS = ("highest", "float32", "high", "tensorfloat32", "bfloat16", "default")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +45,13 @@ class CompletionConfig:
         copies the confident predictions unchanged and so cannot remove their noise. As
         lambda_o grows the result tends to the exact one. Costs F x F Cholesky factors in
         the X step (every frame is free) instead of the packed unobserved-frame slots.
+      matmul_precision: precision of the solver's float32 matrix products. "highest" (the
+        default) computes them in true float32 on every backend, as the NumPy reference does.
+        JAX's own default ("default") lets GPUs round the factors to TensorFloat32 (10-bit
+        mantissa) and TPUs to bfloat16 passes: fine for networks, but the SVT squares the
+        data in its Gram matrices and the residuals then stall above `tol`. "tensorfloat32"
+        / "bfloat16" ask for those explicitly (the benchmark compares them); on CPU every
+        choice computes in float32.
     """
 
     lambda_d: float = 5.0
@@ -56,6 +66,7 @@ class CompletionConfig:
     center: str = "row"
     init: str = "predictions"
     lambda_o: float = 0.0
+    matmul_precision: str = "highest"
 
     @property
     def soft_data_term(self) -> bool:
@@ -87,6 +98,9 @@ class CompletionConfig:
             raise ValueError(f"CompletionConfig.svt must be one of {_SVT_METHODS}, got {self.svt!r}")
         if self.center not in ("row", "axis"):
             raise ValueError(f"CompletionConfig.center must be 'row' or 'axis', got {self.center!r}")
+        if self.matmul_precision not in _MATMUL_PRECISIONS:
+            raise ValueError(f"CompletionConfig.matmul_precision must be one of "
+                             f"{_MATMUL_PRECISIONS}, got {self.matmul_precision!r}")
         if self.init not in ("predictions", "interpolation"):
             raise ValueError(f"CompletionConfig.init must be 'predictions' or 'interpolation', "
                              f"got {self.init!r}")
