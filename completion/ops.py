@@ -1,7 +1,11 @@
 """Building blocks of the Eq. 1 solver: SVT, shrinkage, the temporal difference operator, solves.
 
 All functions are pure jax.numpy, jittable and vmappable. Matrices follow the paper: X in
-R^{3P x F} (rows = joint coordinates, columns = frames), B, C in R^{F x F}.
+R^{3P x F} (rows = joint coordinates, columns = frames), B, C in R^{F x F}. Their matrix
+products follow the caller's default matmul precision (`jax.default_matmul_precision`); JAX's
+own default rounds float32 factors to TensorFloat32 on recent NVIDIA GPUs, which the solver
+cannot afford (docs/completion.md, "Matmul precision on GPUs"): `completion.alm` traces them
+under CompletionConfig.matmul_precision ("highest" by default).
 """
 from __future__ import annotations
 

@@ -27,6 +27,16 @@ def _problem(seed, f, p, hide, nan_frac=0.5):
 
 # ---------------------------------------------------------------- building blocks (ops.py)
 
+@pytest.fixture
+def float32_products():
+    """The building blocks follow their caller's matmul precision, and JAX's default rounds
+    float32 products to TensorFloat32 on recent GPUs (these tests then missed their float64
+    references by up to 5% on an H200); `alm` sets CompletionConfig.matmul_precision for them."""
+    with jax.default_matmul_precision("highest"):
+        yield
+
+
+@pytest.mark.usefixtures("float32_products")
 @pytest.mark.parametrize("shape", [(6, 9), (9, 6)])
 def test_svt_eigh_equals_svd_definition(shape):
     a = np.random.default_rng(0).normal(size=shape)
@@ -56,6 +66,7 @@ def test_path_laplacian_is_d_dt_and_decouples_padding():
                                atol=1e-6)
 
 
+@pytest.mark.usefixtures("float32_products")
 def test_woodbury_b_update_equals_direct_solve():
     rng = np.random.default_rng(2)
     x = rng.normal(size=(6, 20)) * 5  # large X^T X: where plain Woodbury cancels in float32
@@ -87,6 +98,7 @@ def _constrained_want(m, rhs, fixed, free):
     return want
 
 
+@pytest.mark.usefixtures("float32_products")
 @pytest.mark.parametrize("slots", ["F", "tight", "tight+2"])
 def test_constrained_solve_equals_per_row_dense_solve(slots):
     m, rhs, fixed, free = _constrained_problem(f=12, groups=3)
@@ -100,6 +112,7 @@ def test_constrained_solve_equals_per_row_dense_solve(slots):
     np.testing.assert_allclose(got, _constrained_want(m, rhs, fixed, free), atol=1e-5)
 
 
+@pytest.mark.usefixtures("float32_products")
 def test_constrained_solve_with_too_few_slots_gives_nan_not_a_wrong_answer():
     m, rhs, fixed, free = _constrained_problem(f=10, groups=2)
     free[0] = [True] * 6 + [False] * 4
