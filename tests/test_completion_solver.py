@@ -11,6 +11,7 @@ from completion import CompletionConfig, complete, interpolate, ops, solve
 from completion import reference as ref
 from completion import alm
 from completion.alm import free_slots, per_joint_if_equal
+from helpers_jaxpr import dot_precisions
 
 
 def _problem(seed, f, p, hide, nan_frac=0.5):
@@ -329,25 +330,10 @@ def test_jit_and_vmap():
         assert int(batched.iterations[i]) == int(single.iterations)
 
 
-def _dot_precisions(jaxpr) -> list:
-    """The `precision` of every dot_general in a jaxpr, while-loop bodies and branches too."""
-    found = []
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "dot_general":
-            found.append(eqn.params["precision"])
-        for value in eqn.params.values():
-            for sub in value if isinstance(value, (tuple, list)) else (value,):
-                inner = getattr(sub, "jaxpr", sub)  # ClosedJaxpr -> Jaxpr
-                if hasattr(inner, "eqns"):
-                    found += _dot_precisions(inner)
-    return found
-
-
 @pytest.mark.parametrize("changes", [dict(), dict(svt="svd"), dict(lambda_o=5.0)])
 def test_every_solver_product_carries_the_configured_matmul_precision(changes):
-    # CPU computes float32 products in float32 whatever the precision, so the setting is
-    # checked where GPUs and TPUs read it: on each dot_general of the traced solve. JAX's
-    # default (None here) lets a GPU round the factors to TensorFloat32.
+    # Checked where GPUs and TPUs read it (helpers_jaxpr): on each dot_general of the traced
+    # solve. JAX's default (None here) lets a GPU round the factors to TensorFloat32.
     poses, observed = _problem(15, 12, 4, 0.3, nan_frac=0.0)
     valid = np.ones(12, bool)
     want = {"highest": (jax.lax.Precision.HIGHEST,) * 2,
@@ -356,7 +342,7 @@ def test_every_solver_product_carries_the_configured_matmul_precision(changes):
         cfg = CompletionConfig(max_iters=3, matmul_precision=name, **changes)
         jaxpr = jax.make_jaxpr(lambda p, o, v: alm.complete_core(p, o, v, cfg))(
             poses, observed, valid).jaxpr
-        found = _dot_precisions(jaxpr)
+        found = dot_precisions(jaxpr)
         assert len(found) >= 10, found  # the loop's products were reached
         assert all(p == precision for p in found), (name, set(found))
 
