@@ -163,8 +163,8 @@ def test_pose_to_voxels_closed_form_and_round_trip():
 
 
 def test_traced_geometry_issues_no_matrix_product():
-    # Under jit a GPU may round `@`'s float32 factors to TensorFloat32: about 0.5 px at image
-    # coordinates of 1000 px. The 2x2 / 3x3 maps are products and sums instead (helpers_jaxpr).
+    # Under jit a GPU may round `@`'s float32 factors to TensorFloat32 (2^-11 relative: up to
+    # 0.5 px at 1000 px). The 2x2 / 3x3 maps are products and sums instead (helpers_jaxpr).
     rng = np.random.default_rng(8)
     spec = g.VolumeSpec(heatmap_size=16, depth_bins=16, input_size=64)
     poses = jnp.asarray(_random_poses(rng, 2), jnp.float32)
