@@ -7,8 +7,8 @@ step (`train.make_train_step`: jit + shard_map over all devices, pmean, synchron
 and, as the baseline measured in the same run, the same update written as a plain single-device
 `jax.jit` (no shard_map, no collectives); `ratio` = shard_map images/s / plain images/s.
 
-FLOPs come from XLA's cost analysis of the compiled step (per device program, times the number
-of devices). MFU = achieved FLOP/s / peak FLOP/s; the peak is looked up for known GPUs (dense
+FLOPs come from XLA's cost analysis of the lowered step (per device program, times the number
+of devices; the compiled GPU program would leave out the convolutions handed to cuDNN). MFU = achieved FLOP/s / peak FLOP/s; the peak is looked up for known GPUs (dense
 tensor-core figures: bf16 for bfloat16, TF32 for float32) or given with --peak_tflops; on CPU it
 is unknown and MFU is null unless given.
 
