@@ -1,5 +1,7 @@
 """The DeepMimic clips as MPII-16 joints: loading, bone lengths, orientation, scale, resampling."""
 import os
+import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -200,3 +202,33 @@ def test_figure_script_writes_pngs(tmp_path):
     for name in ("clips.png", "rest.png"):
         with open(tmp_path / name, "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_mocap_dir_from_the_environment(tmp_path, monkeypatch):
+    # A copy of just the clips and the URDF serves where the pybullet wheel is not installed.
+    shipped = mocap.data_dir()
+    (tmp_path / "data").mkdir()
+    shutil.copytree(os.path.join(shipped, "data", "motions"), tmp_path / "data" / "motions")
+    (tmp_path / "humanoid").mkdir()
+    shutil.copy(os.path.join(shipped, "humanoid", "humanoid.urdf"), tmp_path / "humanoid")
+    want = mocap.load_clip("walk").joints
+    monkeypatch.setenv(mocap.MOCAP_DIR_ENV, str(tmp_path))
+    assert mocap.data_dir() == str(tmp_path)
+    mocap.load_clip.cache_clear()
+    mocap._load_humanoid.cache_clear()
+    try:
+        assert mocap.clip_path("walk").startswith(str(tmp_path))
+        np.testing.assert_array_equal(mocap.load_clip("walk").joints, want)
+        os.remove(tmp_path / "humanoid" / "humanoid.urdf")
+        with pytest.raises(ValueError, match="humanoid.urdf"):
+            mocap.data_dir()
+    finally:
+        mocap.load_clip.cache_clear()
+        mocap._load_humanoid.cache_clear()
+
+
+def test_missing_pybullet_names_both_ways_out(monkeypatch):
+    monkeypatch.delenv(mocap.MOCAP_DIR_ENV, raising=False)
+    monkeypatch.setitem(sys.modules, "pybullet_data", None)  # import now raises ImportError
+    with pytest.raises(ValueError, match="pip install pybullet.*HOURGLASS_MOCAP_DIR"):
+        mocap.data_dir()

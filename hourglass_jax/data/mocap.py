@@ -103,10 +103,30 @@ class _Humanoid:
     head_radius_m: float
 
 
-def data_dir() -> str:
-    """The ``pybullet_data`` directory holding ``data/motions`` and ``humanoid/humanoid.urdf``."""
-    import pybullet_data  # local import: only needed here, pulls no simulator
+MOCAP_DIR_ENV = "HOURGLASS_MOCAP_DIR"
 
+
+def data_dir() -> str:
+    """The directory holding ``data/motions/humanoid3d_*.txt`` and ``humanoid/humanoid.urdf``.
+
+    ``$HOURGLASS_MOCAP_DIR`` when set (a copy of those two folders of ``pybullet_data``, 1.5 MB,
+    for machines without the 100 MB ``pybullet`` wheel), else the installed ``pybullet_data``.
+    Read per call, but parsed clips and the skeleton are cached per process.
+    """
+    custom = os.environ.get(MOCAP_DIR_ENV)
+    if custom:
+        missing = [p for p in (os.path.join("data", "motions"), os.path.join("humanoid", "humanoid.urdf"))
+                   if not os.path.exists(os.path.join(custom, p))]
+        if missing:
+            raise ValueError(f"${MOCAP_DIR_ENV}={custom} lacks {', '.join(missing)}: it must hold "
+                             f"pybullet_data's data/motions/ and humanoid/humanoid.urdf")
+        return custom
+    try:
+        import pybullet_data  # local import: only needed here, pulls no simulator
+    except ImportError as e:
+        raise ValueError(f"the mocap clips ship with pybullet: pip install pybullet, or set "
+                         f"${MOCAP_DIR_ENV} to a copy of pybullet_data's data/motions/ and "
+                         f"humanoid/ folders") from e
     return pybullet_data.getDataPath()
 
 
