@@ -9,6 +9,13 @@ stages (an ablation run beside the main one, README "Reuse stages"): join them w
 are pooled (they must agree on protocol, seed, and every row they both hold, the baseline
 included).
 
+Runs are comparable when their configs are: where every work directory holds its
+`config.json` (written by `experiments.main`), the runs must agree on every field but the
+protocol's name, the seed, the list of loss settings and where the data and a reused detector
+were read from (FREE_FIELDS), and a ValueError names the fields that differ (a run of `subject_s1_long` with `--config.train3d.steps=19200` pools with runs of
+`subject_s1_styled`, which sets the same; two runs of one protocol name with different
+overrides do not). Without config.json (older runs) the protocol names must match.
+
 Reads each work directory's `report/report.json` (written by the report stage) and writes
 `seeds.md` and `seeds.json` to --out (and prints the markdown): for every row of Table 1
 (optimisation of the unlabelled predictions) and Table 3 (validation after fine-tuning), the
@@ -41,12 +48,49 @@ def reference_row(table: str, row: str) -> str:
     return "Preds (scores > τ)" if "scores >" in row else "Predictions (all)"
 
 
+# Config fields that may differ between runs that are pooled or aggregated.
+# Where the data and a reused detector were read from is provenance, not a setting (a reused
+# detector is checked against the config when it is loaded).
+FREE_FIELDS = ("protocol", "seed", "finetune.settings", "data.data_dir", "pretrain2d.from_workdir")
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def _load_report(workdir: str) -> dict[str, Any]:
+    """report.json, with the run's config (flattened, FREE_FIELDS left out) under "config"
+    when the work directory holds config.json."""
     path = os.path.join(workdir, "report", "report.json")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} not found: run the report stage of {workdir} first")
     with open(path) as f:
-        return json.load(f)
+        report = json.load(f)
+    config_path = os.path.join(workdir, "config.json")
+    if os.path.exists(config_path):
+        with open(config_path) as f:
+            config = _flatten(json.load(f))
+        report["config"] = {k: v for k, v in config.items() if k not in FREE_FIELDS}
+    return report
+
+
+def _check_same_config(name: str, reports: Sequence[dict[str, Any]]) -> None:
+    """ValueError naming the config fields on which the runs differ (when all have configs)."""
+    configs = [r.get("config") for r in reports]
+    if any(c is None for c in configs):
+        return
+    keys = sorted(set().union(*configs))
+    differ = [k for k in keys if len({json.dumps(c.get(k)) for c in configs}) > 1]
+    if differ:
+        shown = "; ".join(f"{k}: {[c.get(k) for c in configs]}" for k in differ[:5])
+        raise ValueError(f"{name}: runs of different configs ({len(differ)} fields differ: "
+                         f"{shown}); only {', '.join(FREE_FIELDS)} may")
 
 
 def _pool_rows(name: str, table: str, into: dict[str, Any], rows: dict[str, Any]) -> None:
@@ -66,7 +110,10 @@ def merge_reports(workdirs: Sequence[str], reports: Sequence[dict[str, Any]]) ->
         values = {str(r.get(key)) for r in reports}
         if len(values) != 1:
             raise ValueError(f"{name}: joined work directories of different {key}s {sorted(values)}")
+    _check_same_config(name, reports)
     merged: dict[str, Any] = {"protocol": reports[0].get("protocol"), "seed": reports[0].get("seed")}
+    if reports[0].get("config") is not None and all(r.get("config") for r in reports):
+        merged["config"] = reports[0]["config"]
     for table in TABLES:
         held = [r[table]["rows"] for r in reports if r.get(table)]
         if not held:
@@ -95,13 +142,15 @@ def aggregate(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
     {metric: mean}}}} over runs that must share one protocol and have distinct seeds."""
     if len(reports) < 2:
         raise ValueError(f"need at least 2 runs to give a spread, got {len(reports)}")
-    protocols = {r.get("protocol") for r in reports}
-    if len(protocols) != 1:
-        raise ValueError(f"runs of different protocols {sorted(map(str, protocols))}")
+    protocols = sorted({str(r.get("protocol")) for r in reports})
+    if all(r.get("config") is not None for r in reports):
+        _check_same_config("aggregate", reports)  # names may differ, settings may not
+    elif len(protocols) != 1:
+        raise ValueError(f"runs of different protocols {protocols}")
     seeds = [r.get("seed") for r in reports]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"runs share a seed: {seeds}")
-    out: dict[str, Any] = {"runs": len(reports), "seeds": seeds, "protocol": protocols.pop()}
+    out: dict[str, Any] = {"runs": len(reports), "seeds": seeds, "protocol": " = ".join(protocols)}
     for table in TABLES:
         present = [r[table]["rows"] for r in reports if r.get(table)]
         if len(present) != len(reports):

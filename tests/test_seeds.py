@@ -12,7 +12,8 @@ def _metrics(mpjpe):
     return dict(MPJPE=mpjpe, NMPJPE=mpjpe - 10, PMPJPE=mpjpe - 50)
 
 
-def _write_report(root, name, seed, baseline, bone, protocol="subject_s1", others=None):
+def _write_report(root, name, seed, baseline, bone, protocol="subject_s1", others=None,
+                  config=None):
     rows3 = {"baseline": _metrics(baseline)}
     if bone is not None:
         rows3["+ bone consistency (full method)"] = _metrics(bone)
@@ -26,7 +27,35 @@ def _write_report(root, name, seed, baseline, bone, protocol="subject_s1", other
     with open(os.path.join(wd, "report", "report.json"), "w") as f:
         json.dump({"protocol": protocol, "seed": seed, "table1": {"rows": rows1},
                    "table3": {"rows": rows3}}, f)
+    if config is not None:  # as experiments.main writes it: the whole config, nested
+        with open(os.path.join(wd, "config.json"), "w") as f:
+            json.dump({"protocol": protocol, "seed": seed, **config}, f)
     return wd
+
+
+def _config(steps=9600, settings=("bone",), lr=2.5e-5):
+    return {"train3d": {"steps": steps}, "finetune": {"settings": list(settings), "learning_rate": lr}}
+
+
+def test_runs_compare_by_config_not_by_protocol_name(tmp_path):
+    # A protocol run with overrides equals another protocol that sets the same fields: pooled.
+    a = _write_report(tmp_path, "a", 0, 300.0, 290.0, protocol="subject_s1_long",
+                      config=_config(steps=19200))
+    b = _write_report(tmp_path, "b", 1, 280.0, 270.0, protocol="subject_s1_styled",
+                      config=_config(steps=19200, settings=("bone", "oracle")))
+    agg = seeds.aggregate(seeds.load_reports([a, b]))
+    assert agg["protocol"] == "subject_s1_long = subject_s1_styled" and agg["runs"] == 2
+    # One protocol name with different overrides: refused, naming the field.
+    c = _write_report(tmp_path, "c", 2, 300.0, 290.0, protocol="subject_s1_long",
+                      config=_config(steps=9600))
+    with pytest.raises(ValueError, match=r"train3d\.steps: \[19200, 9600\]"):
+        seeds.aggregate(seeds.load_reports([a, c]))
+    # Joined work directories of one seed must agree too (their settings lists may differ).
+    ablation = _write_report(tmp_path, "a_ablation", 0, 300.0, None, protocol="subject_s1_long",
+                             others={"optimised supervision": 280.0},
+                             config=_config(steps=19200, settings=("optimised",), lr=1e-4))
+    with pytest.raises(ValueError, match="finetune.learning_rate"):
+        seeds.load_reports([f"{a}+{ablation}"])
 
 
 def test_mean_spread_and_change_match_numpy(tmp_path, capsys):
