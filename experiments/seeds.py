@@ -12,9 +12,9 @@ included).
 Runs are comparable when their configs are: where every work directory holds its
 `config.json` (written by `experiments.main`), the runs must agree on every field but the
 protocol's name, the seed, the list of loss settings and where the data and a reused detector
-were read from (FREE_FIELDS), and a ValueError names the fields that differ (a run of `subject_s1_long` with `--config.train3d.steps=19200` pools with runs of
-`subject_s1_styled`, which sets the same; two runs of one protocol name with different
-overrides do not). Without config.json (older runs) the protocol names must match.
+were read from (FREE_FIELDS), and a ValueError names the fields that differ (a run of
+`subject_s1_long` with the styled overrides pools with runs of `subject_s1_styled`, which
+sets the same; two runs of one protocol name with different overrides do not). Without config.json (older runs) the protocol names must match.
 
 Reads each work directory's `report/report.json` (written by the report stage) and writes
 `seeds.md` and `seeds.json` to --out (and prints the markdown): for every row of Table 1
