@@ -11,10 +11,11 @@ included).
 
 Runs are comparable when their configs are: where every work directory holds its
 `config.json` (written by `experiments.main`), the runs must agree on every field but the
-protocol's name, the seed, the list of loss settings and where the data and a reused detector
-were read from (FREE_FIELDS), and a ValueError names the fields that differ (a run of
-`subject_s1_long` with the styled overrides pools with runs of `subject_s1_styled`, which
-sets the same; two runs of one protocol name with different overrides do not). Without config.json (older runs) the protocol names must match.
+protocol's name, the seed, the list of loss settings, where the data and a reused detector
+were read from, and the log and batch sizes (FREE_FIELDS), and a ValueError names the fields
+that differ (a run of `subject_s1_long` with the styled overrides pools with runs of
+`subject_s1_styled`, which sets the same; two runs of one protocol name with different
+overrides do not). Without config.json (older runs) the protocol names must match.
 
 Reads each work directory's `report/report.json` (written by the report stage) and writes
 `seeds.md` and `seeds.json` to --out (and prints the markdown): for every row of Table 1
@@ -32,6 +33,7 @@ from typing import Any, Sequence
 import numpy as np
 from absl import app, flags
 
+from experiments import workdir as workdir_lib
 from experiments.table_rows import in_paper_order
 
 METRICS = ("MPJPE", "NMPJPE", "PMPJPE")
@@ -48,49 +50,39 @@ def reference_row(table: str, row: str) -> str:
     return "Preds (scores > τ)" if "scores >" in row else "Predictions (all)"
 
 
-# Config fields that may differ between runs that are pooled or aggregated.
-# Where the data and a reused detector were read from is provenance, not a setting (a reused
-# detector is checked against the config when it is loaded).
-FREE_FIELDS = ("protocol", "seed", "finetune.settings", "data.data_dir", "pretrain2d.from_workdir")
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
+# Config fields that may differ between runs that are pooled or aggregated: those a work
+# directory itself lets change (log and batch sizes, the settings list, a copied detector's
+# origin), the protocol's name, the seed, and where the data were read from.
+FREE_FIELDS = workdir_lib.FREE_FIELDS + ("protocol", "seed", "data.data_dir")
 
 
 def _load_report(workdir: str) -> dict[str, Any]:
-    """report.json, with the run's config (flattened, FREE_FIELDS left out) under "config"
-    when the work directory holds config.json."""
+    """report.json, with the run's flattened config under "config" (as its work directory
+    reads it back, fields added since filled in) when the directory holds config.json."""
     path = os.path.join(workdir, "report", "report.json")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} not found: run the report stage of {workdir} first")
     with open(path) as f:
         report = json.load(f)
-    config_path = os.path.join(workdir, "config.json")
-    if os.path.exists(config_path):
-        with open(config_path) as f:
-            config = _flatten(json.load(f))
-        report["config"] = {k: v for k, v in config.items() if k not in FREE_FIELDS}
+    report["workdir"] = workdir
+    if os.path.exists(os.path.join(workdir, "config.json")):
+        report["config"] = workdir_lib.flatten(workdir_lib.load_stored_config(workdir))
     return report
 
 
-def _check_same_config(name: str, reports: Sequence[dict[str, Any]]) -> None:
-    """ValueError naming the config fields on which the runs differ (when all have configs)."""
-    configs = [r.get("config") for r in reports]
-    if any(c is None for c in configs):
+def _check_same_config(reports: Sequence[dict[str, Any]]) -> None:
+    """ValueError naming the config fields on which a run differs from the first (when all
+    have configs); FREE_FIELDS may differ."""
+    if any(r.get("config") is None for r in reports):
         return
-    keys = sorted(set().union(*configs))
-    differ = [k for k in keys if len({json.dumps(c.get(k)) for c in configs}) > 1]
-    if differ:
-        shown = "; ".join(f"{k}: {[c.get(k) for c in configs]}" for k in differ[:5])
-        raise ValueError(f"{name}: runs of different configs ({len(differ)} fields differ: "
-                         f"{shown}); only {', '.join(FREE_FIELDS)} may")
+    first = reports[0]
+    for other in reports[1:]:
+        keys = workdir_lib.differing_fields(first["config"], other["config"], FREE_FIELDS)
+        if keys:
+            details = workdir_lib.describe_differences(keys, first["config"], other["config"],
+                                                       first["workdir"], other["workdir"])
+            raise ValueError(f"runs of different configs ({len(keys)} fields differ: {details}); "
+                             f"only {', '.join(FREE_FIELDS)} may")
 
 
 def _pool_rows(name: str, table: str, into: dict[str, Any], rows: dict[str, Any]) -> None:
@@ -110,10 +102,11 @@ def merge_reports(workdirs: Sequence[str], reports: Sequence[dict[str, Any]]) ->
         values = {str(r.get(key)) for r in reports}
         if len(values) != 1:
             raise ValueError(f"{name}: joined work directories of different {key}s {sorted(values)}")
-    _check_same_config(name, reports)
-    merged: dict[str, Any] = {"protocol": reports[0].get("protocol"), "seed": reports[0].get("seed")}
-    if reports[0].get("config") is not None and all(r.get("config") for r in reports):
-        merged["config"] = reports[0]["config"]
+    _check_same_config(reports)
+    merged: dict[str, Any] = {"protocol": reports[0].get("protocol"), "seed": reports[0].get("seed"),
+                              "workdir": name, "config": reports[0].get("config")}
+    if any(r.get("config") is None for r in reports):
+        merged["config"] = None
     for table in TABLES:
         held = [r[table]["rows"] for r in reports if r.get(table)]
         if not held:
@@ -144,7 +137,7 @@ def aggregate(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
         raise ValueError(f"need at least 2 runs to give a spread, got {len(reports)}")
     protocols = sorted({str(r.get("protocol")) for r in reports})
     if all(r.get("config") is not None for r in reports):
-        _check_same_config("aggregate", reports)  # names may differ, settings may not
+        _check_same_config(reports)  # names may differ, settings may not
     elif len(protocols) != 1:
         raise ValueError(f"runs of different protocols {protocols}")
     seeds = [r.get("seed") for r in reports]

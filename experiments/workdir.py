@@ -18,7 +18,7 @@ STAGES: tuple[str, ...] = (
 )
 
 # Fields that may change between runs of one work directory without invalidating its outputs.
-_FREE_FIELDS = ("log_every", "finetune.settings", "evaluate.batch_size", "predict.batch_size",
+FREE_FIELDS = ("log_every", "finetune.settings", "evaluate.batch_size", "predict.batch_size",
                 # a copied detector is checked against this config's detector fields
                 "pretrain2d.from_workdir")
 # Config fields added after work directories were written, with the value that reproduces what
@@ -113,7 +113,7 @@ class Workdir:
         current = flatten(json.loads(self.config.to_json()))
         if os.path.exists(stored_path):
             stored = flatten(load_stored_config(self.path))
-            differing = differing_fields(stored, current, _FREE_FIELDS)
+            differing = differing_fields(stored, current, FREE_FIELDS)
             if differing:
                 details = describe_differences(differing, stored, current, "workdir", "now")
                 raise ValueError(

@@ -48,7 +48,7 @@ def test_runs_compare_by_config_not_by_protocol_name(tmp_path):
     # One protocol name with different overrides: refused, naming the field.
     c = _write_report(tmp_path, "c", 2, 300.0, 290.0, protocol="subject_s1_long",
                       config=_config(steps=9600))
-    with pytest.raises(ValueError, match=r"train3d\.steps: \[19200, 9600\]"):
+    with pytest.raises(ValueError, match=r"train3d\.steps: 19200 \(\S+/a\) vs 9600 \(\S+/c\)"):
         seeds.aggregate(seeds.load_reports([a, c]))
     # Joined work directories of one seed must agree too (their settings lists may differ).
     ablation = _write_report(tmp_path, "a_ablation", 0, 300.0, None, protocol="subject_s1_long",
