@@ -28,6 +28,7 @@ import numpy as np
 # Runnable from a checkout without installing the package.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from experiments import stages  # noqa: E402
+from experiments import workdir as workdir_lib  # noqa: E402
 from hourglass_jax import metrics  # noqa: E402
 
 
@@ -44,8 +45,7 @@ def _parse() -> argparse.Namespace:
 
 
 def _load(workdir: str):
-    with open(os.path.join(workdir, "config.json")) as f:
-        config = ml_collections.ConfigDict(json.load(f))
+    config = ml_collections.ConfigDict(workdir_lib.load_stored_config(workdir))
     preds = stages._load_npz(os.path.join(workdir, "predict", "predictions.npz"))
     stored_path = os.path.join(workdir, "complete", "pseudo_labels.npz")
     stored = stages._load_npz(stored_path) if os.path.exists(stored_path) else None

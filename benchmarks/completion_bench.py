@@ -94,7 +94,8 @@ def _errors(got, want) -> dict:
                 err_vs_float64_rms=float(f"{np.sqrt(np.mean(diff ** 2)):.3g}"))
 
 
-def _single_cases(args, rng, precisions, out) -> None:
+def _single_cases(args, rng, precisions) -> list[dict]:
+    entries = []
     for f in [int(s) for s in args.sizes.split(",")]:
         poses, observed = _problem(rng, f)
         for svt in ("eigh", "svd"):
@@ -114,12 +115,13 @@ def _single_cases(args, rng, precisions, out) -> None:
                         svt=svt, matmul_precision=precision))
                     extra.update(iterations_to_tol=int(to_tol.iterations),
                                  converged=bool(to_tol.converged))
-                out["single"].append(_entry(f, args.iters, t_jax, t_ref, svt=svt,
-                                            matmul_precision=precision, **extra))
+                entries.append(_entry(f, args.iters, t_jax, t_ref, svt=svt,
+                                      matmul_precision=precision, **extra))
                 print(f"F={f} svt={svt} {precision}: jax {t_jax[0]:.3f}s reference "
                       f"{t_ref[0]:.3f}s (ratio {t_ref[0] / t_jax[0]:.2f}, load "
                       f"{os.getloadavg()[0]:.1f}), error {extra['err_vs_float64_max']}",
                       file=sys.stderr, flush=True)
+    return entries
 
 
 def _batch_cases(args, rng, precisions) -> list[dict]:
@@ -158,8 +160,8 @@ def main(args: argparse.Namespace) -> None:
                        "processor": platform.processor() or platform.machine(),
                        "jax": jax.__version__, "numpy": np.__version__},
            "dtype": "float32", "threads": args.threads or "default",
-           "load_average_1min_before": round(os.getloadavg()[0], 2), "single": [], "batch": None}
-    _single_cases(args, rng, precisions, out)
+           "load_average_1min_before": round(os.getloadavg()[0], 2), "batch": None}
+    out["single"] = _single_cases(args, rng, precisions)
     if not args.no_batch:
         batch = _batch_cases(args, rng, precisions)
         out["batch"] = batch[0] if len(batch) == 1 else batch

@@ -8,8 +8,9 @@ and, as the baseline measured in the same run, the same update written as a plai
 `jax.jit` (no shard_map, no collectives); `ratio` = shard_map images/s / plain images/s.
 
 FLOPs come from XLA's cost analysis of the lowered step (per device program, times the number
-of devices; the compiled GPU program would leave out the convolutions handed to cuDNN). MFU = achieved FLOP/s / peak FLOP/s; the peak is looked up for known GPUs (dense
-tensor-core figures: bf16 for bfloat16, TF32 for float32) or given with --peak_tflops; on CPU it
+of devices; the compiled GPU program would leave out the convolutions handed to cuDNN).
+MFU = achieved FLOP/s / peak FLOP/s; the peak is looked up for known GPUs (dense tensor-core
+figures: bf16 for bfloat16, TF32 for float32) or given with --peak_tflops; on CPU it
 is unknown and MFU is null unless given.
 
   python benchmarks/train_bench.py --config tiny            # CPU

@@ -70,10 +70,14 @@ def _load_report(workdir: str) -> dict[str, Any]:
     return report
 
 
-def _check_same_config(reports: Sequence[dict[str, Any]]) -> None:
-    """ValueError naming the config fields on which a run differs from the first (when all
-    have configs); FREE_FIELDS may differ."""
+def _check_comparable(name: str, reports: Sequence[dict[str, Any]]) -> None:
+    """ValueError unless the runs may be pooled: where every run has its config, those agree
+    on all but FREE_FIELDS (the error names the fields and both work directories); otherwise
+    (older runs) their protocol names agree."""
     if any(r.get("config") is None for r in reports):
+        protocols = sorted({str(r.get("protocol")) for r in reports})
+        if len(protocols) != 1:
+            raise ValueError(f"{name}: runs of different protocols {protocols}")
         return
     first = reports[0]
     for other in reports[1:]:
@@ -81,8 +85,8 @@ def _check_same_config(reports: Sequence[dict[str, Any]]) -> None:
         if keys:
             details = workdir_lib.describe_differences(keys, first["config"], other["config"],
                                                        first["workdir"], other["workdir"])
-            raise ValueError(f"runs of different configs ({len(keys)} fields differ: {details}); "
-                             f"only {', '.join(FREE_FIELDS)} may")
+            raise ValueError(f"{name}: runs of different configs ({len(keys)} fields differ: "
+                             f"{details}); only {', '.join(FREE_FIELDS)} may")
 
 
 def _pool_rows(name: str, table: str, into: dict[str, Any], rows: dict[str, Any]) -> None:
@@ -98,15 +102,13 @@ def _pool_rows(name: str, table: str, into: dict[str, Any], rows: dict[str, Any]
 def merge_reports(workdirs: Sequence[str], reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """One report from the reports of one seed's work directories (pooled Table 1/3 rows)."""
     name = "+".join(workdirs)
-    for key in ("protocol", "seed"):
-        values = {str(r.get(key)) for r in reports}
-        if len(values) != 1:
-            raise ValueError(f"{name}: joined work directories of different {key}s {sorted(values)}")
-    _check_same_config(reports)
+    seeds = sorted({str(r.get("seed")) for r in reports})
+    if len(seeds) != 1:
+        raise ValueError(f"{name}: joined work directories of different seeds {seeds}")
+    _check_comparable(name, reports)
+    configs = [r.get("config") for r in reports]
     merged: dict[str, Any] = {"protocol": reports[0].get("protocol"), "seed": reports[0].get("seed"),
-                              "workdir": name, "config": reports[0].get("config")}
-    if any(r.get("config") is None for r in reports):
-        merged["config"] = None
+                              "workdir": name, "config": None if None in configs else configs[0]}
     for table in TABLES:
         held = [r[table]["rows"] for r in reports if r.get(table)]
         if not held:
@@ -135,11 +137,8 @@ def aggregate(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
     {metric: mean}}}} over runs that must share one protocol and have distinct seeds."""
     if len(reports) < 2:
         raise ValueError(f"need at least 2 runs to give a spread, got {len(reports)}")
+    _check_comparable("aggregate", reports)
     protocols = sorted({str(r.get("protocol")) for r in reports})
-    if all(r.get("config") is not None for r in reports):
-        _check_same_config(reports)  # names may differ, settings may not
-    elif len(protocols) != 1:
-        raise ValueError(f"runs of different protocols {protocols}")
     seeds = [r.get("seed") for r in reports]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"runs share a seed: {seeds}")
