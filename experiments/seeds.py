@@ -6,8 +6,8 @@
 One seed's loss settings may be spread over several work directories that share its first four
 stages (an ablation run beside the main one, README "Reuse stages"): join them with `+`,
 `runs/s0+runs/s0_ablation runs/s1+runs/s1_ablation ...`, and their Table 1 and Table 3 rows
-are pooled (they must agree on protocol, seed, and every row they both hold, the baseline
-included).
+are pooled (they must agree on seed, config as below, and every row they both hold, the
+baseline included).
 
 Runs are comparable when their configs are: where every work directory holds its
 `config.json` (written by `experiments.main`), the runs must agree on every field but the
@@ -106,9 +106,9 @@ def merge_reports(workdirs: Sequence[str], reports: Sequence[dict[str, Any]]) ->
     if len(seeds) != 1:
         raise ValueError(f"{name}: joined work directories of different seeds {seeds}")
     _check_comparable(name, reports)
-    configs = [r.get("config") for r in reports]
+    config = None if any(r.get("config") is None for r in reports) else reports[0]["config"]
     merged: dict[str, Any] = {"protocol": reports[0].get("protocol"), "seed": reports[0].get("seed"),
-                              "workdir": name, "config": None if None in configs else configs[0]}
+                              "workdir": name, "config": config}
     for table in TABLES:
         held = [r[table]["rows"] for r in reports if r.get(table)]
         if not held:
@@ -134,7 +134,7 @@ def load_reports(workdirs: Sequence[str]) -> list[dict[str, Any]]:
 
 def aggregate(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """{"runs", "seeds", "protocol", table: {row: {metric: {mean, std, min, max}, "change_percent":
-    {metric: mean}}}} over runs that must share one protocol and have distinct seeds."""
+    {metric: mean}}}} over comparable runs (`_check_comparable`) with distinct seeds."""
     if len(reports) < 2:
         raise ValueError(f"need at least 2 runs to give a spread, got {len(reports)}")
     _check_comparable("aggregate", reports)
