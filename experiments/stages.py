@@ -61,13 +61,16 @@ def _mesh_for(batch_size: int):
 
 def _optimizer(stage: ml_collections.ConfigDict, steps: int, frozen=()):
     """RMSprop at the stage's learning rate, constant or (`lr_schedule="cosine"`) decayed along a
-    half cosine to 1% of it at the last step."""
+    half cosine to 1% of it at the last step; `max_normalised_step` > 0 clips each step
+    (`train.clipped_rmsprop`)."""
     schedule = stage.get("lr_schedule", "constant")
+    clip = float(stage.get("max_normalised_step", 0.0))
     if schedule == "constant":
-        return make_optimizer(stage.learning_rate, frozen=frozen)
+        return make_optimizer(stage.learning_rate, frozen=frozen, max_normalised_step=clip)
     if schedule == "cosine":
         return make_optimizer(optax.cosine_decay_schedule(stage.learning_rate, max(steps, 1),
-                                                          alpha=0.01), frozen=frozen)
+                                                          alpha=0.01), frozen=frozen,
+                              max_normalised_step=clip)
     raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {schedule!r}")
 
 

@@ -26,7 +26,8 @@ FREE_FIELDS = ("log_every", "finetune.settings", "evaluate.batch_size", "predict
 _ADDED_FIELDS: dict[str, Any] = {"finetune.loss": "eq2", "finetune.labelled_fraction": 0.0,
                                  "predict.average_views": False, "predict.teacher_workdirs": [],
                                  "model.channels": 0, "finetune.augment_unlabelled": True,
-                                 "finetune.freeze_batchnorm": False}
+                                 "finetune.freeze_batchnorm": False,
+                                 "finetune.max_normalised_step": 0.0}
 
 
 def with_added_fields(config: Mapping[str, Any]) -> dict[str, Any]:

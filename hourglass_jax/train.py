@@ -73,15 +73,38 @@ def rmsprop(learning_rate: float | optax.Schedule) -> optax.GradientTransformati
                          initial_scale=0.0)
 
 
+def clipped_rmsprop(learning_rate: float | optax.Schedule,
+                    max_normalised_step: float) -> optax.GradientTransformation:
+    """`rmsprop` with each parameter's normalised step g / (sqrt(v) + eps) clipped to
+    [-max_normalised_step, max_normalised_step] before the learning rate scales it.
+
+    Torch7's RMSprop steps lr * g / sqrt(v); where v, the running mean of g^2, is small
+    against a new gradient (a parameter that rarely got one, or the first steps, where the
+    ratio is 1 / sqrt(0.01) = 10), that step is many times the rate. The clip bounds every
+    step at lr * max_normalised_step, whatever the gradient's scale. Our guard, not the paper's.
+    """
+    if not max_normalised_step > 0:
+        raise ValueError(f"max_normalised_step must be > 0, got {max_normalised_step}")
+    return optax.chain(
+        optax.scale_by_rms(decay=0.99, eps=1e-8, eps_in_sqrt=False, initial_scale=0.0),
+        optax.clip(max_normalised_step),
+        optax.scale_by_learning_rate(learning_rate))
+
+
 def make_optimizer(learning_rate: float | optax.Schedule,
-                   frozen: Sequence[str] = ()) -> optax.GradientTransformation:
+                   frozen: Sequence[str] = (),
+                   max_normalised_step: float = 0.0) -> optax.GradientTransformation:
     """RMSprop on every top-level parameter subtree except those named in `frozen`.
 
     Frozen subtrees (e.g. ("detector",) when training the volumetric stack) get
     `optax.set_to_zero` through `optax.partition`, so the optimizer keeps no RMS accumulator
-    for them (their slots in the state are empty `MaskedNode`s).
+    for them (their slots in the state are empty `MaskedNode`s). `max_normalised_step` > 0
+    uses `clipped_rmsprop`; 0 (the default) is plain `rmsprop`.
     """
-    tx = rmsprop(learning_rate)
+    if max_normalised_step < 0:
+        raise ValueError(f"max_normalised_step must be >= 0 (0: no clip), got {max_normalised_step}")
+    tx = (clipped_rmsprop(learning_rate, max_normalised_step) if max_normalised_step
+          else rmsprop(learning_rate))
     if not frozen:
         return tx
     frozen = tuple(frozen)

@@ -999,6 +999,12 @@ def test_stage_optimizer_schedules():
     constant = stages._optimizer(ml_collections.ConfigDict(
         {"learning_rate": 1e-3, "lr_schedule": "constant"}), steps=100)
     np.testing.assert_allclose(step_size(constant, 100), first, rtol=1e-4)
+    # `max_normalised_step` bounds that first step (ratio 10) at lr * bound, on either schedule.
+    for schedule in ("constant", "cosine"):
+        clipped = stages._optimizer(ml_collections.ConfigDict(
+            {"learning_rate": 1e-3, "lr_schedule": schedule, "max_normalised_step": 2.0}),
+            steps=100)
+        np.testing.assert_allclose(step_size(clipped, 0), 2e-3, rtol=1e-4)
     stage.lr_schedule = "linear"
     with pytest.raises(ValueError, match="lr_schedule"):
         stages._optimizer(stage, steps=100)

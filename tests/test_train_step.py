@@ -168,6 +168,43 @@ def test_warns_when_batchnorm_is_not_synchronised():
         train.make_train_step(unsynced, H.loss_fn, tx, M.make_data_mesh(1))
 
 
+def test_clipped_rmsprop_clips_each_normalised_step():
+    """`clipped_rmsprop` against a NumPy reference: Torch7 RMSprop whose per-parameter ratio
+    g / (sqrt(v) + eps) is clipped to +-c before the rate; a large bound is plain `rmsprop`."""
+    lr, c = 0.1, 3.0
+    grads = ([0.3, -1e-6, 2.0], [0.1, 0.0, -1.0], [-0.2, 5.0, 0.0], [0.25, 4.0, -0.5])
+    p0 = np.array([1.0, -2.0, 0.5])
+    ref_p, v, clipped_any, unclipped_any = p0.copy(), np.zeros(3), False, False
+    for g in map(np.asarray, grads):
+        v = 0.99 * v + 0.01 * g * g
+        ratio = g / (np.sqrt(v) + 1e-8)
+        clipped_any |= bool(np.any(np.abs(ratio) > c))
+        unclipped_any |= bool(np.any((np.abs(ratio) < c) & (ratio != 0)))
+        ref_p = ref_p - lr * np.clip(ratio, -c, c)
+    assert clipped_any and unclipped_any  # the sequence exercises both sides of the bound
+
+    def run(tx):
+        p = jnp.asarray(p0)
+        st = tx.init(p)
+        for g in grads:
+            u, st = tx.update(jnp.array(g), st, p)
+            p = optax.apply_updates(p, u)
+        return np.asarray(p)
+
+    np.testing.assert_allclose(run(train.clipped_rmsprop(lr, c)), ref_p, rtol=1e-6)
+    # The first step's ratio is 1 / sqrt(0.01) = 10 for every nonzero gradient: a bound above
+    # every ratio of this sequence leaves RMSprop unchanged.
+    np.testing.assert_allclose(run(train.clipped_rmsprop(lr, 1e3)), run(train.rmsprop(lr)),
+                               rtol=1e-6)
+    np.testing.assert_allclose(run(train.make_optimizer(lr, max_normalised_step=c)), ref_p,
+                               rtol=1e-6)
+    for bad in (0.0, -1.0):
+        with pytest.raises(ValueError, match="max_normalised_step"):
+            train.clipped_rmsprop(lr, bad)
+    with pytest.raises(ValueError, match="max_normalised_step"):
+        train.make_optimizer(lr, max_normalised_step=-1.0)
+
+
 def test_rmsprop_is_torch_rmsprop():
     """`rmsprop` follows torch.optim.RMSprop's formula (alpha 0.99, eps outside the sqrt)."""
     tx = train.rmsprop(0.1)

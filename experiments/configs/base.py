@@ -141,6 +141,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     # move with the image). False: they are seen as predicted (our probe; the labelled rows of
     # `labelled_fraction` stay augmented).
     c.finetune.augment_unlabelled = True
+    # > 0: clip every parameter's RMSprop step g / sqrt(v) to +-this before the rate scales it
+    # (`train.clipped_rmsprop`; our guard: one styled fine-tuning diverged without it). 0: none.
+    c.finetune.max_normalised_step = 0.0
 
     c.evaluate = ml_collections.ConfigDict()
     c.evaluate.batch_size = 64
