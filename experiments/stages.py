@@ -64,14 +64,14 @@ def _optimizer(stage: ml_collections.ConfigDict, steps: int, frozen=()):
     half cosine to 1% of it at the last step; `max_normalised_step` > 0 clips each step
     (`train.clipped_rmsprop`)."""
     schedule = stage.get("lr_schedule", "constant")
-    clip = float(stage.get("max_normalised_step", 0.0))
     if schedule == "constant":
-        return make_optimizer(stage.learning_rate, frozen=frozen, max_normalised_step=clip)
-    if schedule == "cosine":
-        return make_optimizer(optax.cosine_decay_schedule(stage.learning_rate, max(steps, 1),
-                                                          alpha=0.01), frozen=frozen,
-                              max_normalised_step=clip)
-    raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {schedule!r}")
+        rate = stage.learning_rate
+    elif schedule == "cosine":
+        rate = optax.cosine_decay_schedule(stage.learning_rate, max(steps, 1), alpha=0.01)
+    else:
+        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {schedule!r}")
+    return make_optimizer(rate, frozen=frozen,
+                          max_normalised_step=float(stage.get("max_normalised_step", 0.0)))
 
 
 class Preempted(RuntimeError):

@@ -62,6 +62,10 @@ class TrainState(flax.struct.PyTreeNode):
     rng: jax.Array
 
 
+# Torch7 optim/rmsprop.lua: alpha 0.99, eps 1e-8 added outside the square root, v starts at 0.
+_TORCH7_RMS = dict(decay=0.99, eps=1e-8, eps_in_sqrt=False, initial_scale=0.0)
+
+
 def rmsprop(learning_rate: float | optax.Schedule) -> optax.GradientTransformation:
     """RMSprop as Torch7 `optim.rmsprop` (used by c2f-vol) and `torch.optim.RMSprop` define it.
 
@@ -69,8 +73,7 @@ def rmsprop(learning_rate: float | optax.Schedule) -> optax.GradientTransformati
     eps 1e-8 added outside the square root, no momentum, no bias correction. (Torch7
     optim/rmsprop.lua defaults; optax's own defaults differ: decay 0.9, eps inside the sqrt.)
     """
-    return optax.rmsprop(learning_rate, decay=0.99, eps=1e-8, eps_in_sqrt=False,
-                         initial_scale=0.0)
+    return optax.rmsprop(learning_rate, **_TORCH7_RMS)
 
 
 def clipped_rmsprop(learning_rate: float | optax.Schedule,
@@ -86,7 +89,7 @@ def clipped_rmsprop(learning_rate: float | optax.Schedule,
     if not max_normalised_step > 0:
         raise ValueError(f"max_normalised_step must be > 0, got {max_normalised_step}")
     return optax.chain(
-        optax.scale_by_rms(decay=0.99, eps=1e-8, eps_in_sqrt=False, initial_scale=0.0),
+        optax.scale_by_rms(**_TORCH7_RMS),
         optax.clip(max_normalised_step),
         optax.scale_by_learning_rate(learning_rate))
 
