@@ -26,7 +26,7 @@ import numpy as np
 
 from experiments.table_rows import SETTING_LABELS, SETTING_ORDER
 from experiments.workdir import with_added_fields, write_atomic
-from hourglass_jax import metrics, skeleton, viz
+from hourglass_jax import metrics, progress, skeleton, viz
 
 METRICS: tuple[str, ...] = ("mpjpe", "nmpjpe", "pmpjpe")
 METRIC_NAMES: dict[str, str] = {"mpjpe": "MPJPE", "nmpjpe": "NMPJPE", "pmpjpe": "PMPJPE"}
@@ -445,17 +445,6 @@ def figure4(baseline: Mapping[str, np.ndarray], tuned: Mapping[str, np.ndarray],
     return {"path": path, "frames": frames}
 
 
-def _jsonl_records(path: str) -> list[dict]:
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line cut short by a kill
-    return out
-
-
 def metrics_files(workdir: str) -> dict[str, str]:
     """{stage label: metrics.jsonl} of the training stages present: pretrain2d, train3d and
     finetune/<setting>, each only if it holds at least one training record with a loss."""
@@ -464,7 +453,7 @@ def metrics_files(workdir: str) -> dict[str, str]:
     for p in sorted(glob.glob(os.path.join(workdir, "finetune", "*", "metrics.jsonl"))):
         found["finetune/" + os.path.basename(os.path.dirname(p))] = p
     return {k: p for k, p in found.items() if os.path.exists(p)
-            and any("loss" in r and "step" in r for r in _jsonl_records(p))}
+            and any("loss" in r and "step" in r for r in progress.read_jsonl(p))}
 
 
 def training_curve_figures(workdir: str, out_dir: str) -> dict[str, str]:
@@ -483,7 +472,7 @@ def training_curve_figures(workdir: str, out_dir: str) -> dict[str, str]:
     if finetune:
         figs["curves_finetune"] = viz.training_curves(
             finetune, os.path.join(out_dir, "curves_finetune.png"))
-    eval_keys = sorted({k for p in files.values() for r in _jsonl_records(p)
+    eval_keys = sorted({k for p in files.values() for r in progress.read_jsonl(p)
                         if r.get("kind") == "eval" for k in r if "mpjpe" in k})
     if eval_keys:
         figs["curves_validation"] = viz.training_curves(
@@ -641,6 +630,40 @@ def _section_finetuning(r: _Report, results: Mapping[str, Any]) -> None:
     r.add("Validation MPJPE per subject (not in the paper):", "", _format_table4(ts), "")
 
 
+def finetune_loss_growth(workdir: str) -> dict[str, float | None]:
+    """{setting: progress.loss_growth of its fine-tuning loss} for every finetune/<setting> with
+    a metrics.jsonl (None: too few logged losses to tell)."""
+    return {label.split("/", 1)[1]: progress.loss_growth(progress.logged_losses(path))
+            for label, path in metrics_files(workdir).items() if label.startswith("finetune/")}
+
+
+def diverged_settings(growth: Mapping[str, float | None]) -> list[str]:
+    """The settings of `finetune_loss_growth`'s answer whose loss diverged, sorted."""
+    return sorted(s for s, g in growth.items()
+                  if g is not None and g >= progress.DIVERGED_LOSS_GROWTH)
+
+
+def diverged_warning(setting: str, growth: float) -> str:
+    """The line a report and the finetune stage print for a setting whose loss diverged."""
+    return (f"WARNING: the fine-tuning of `{setting}` diverged: its loss ended {growth:.1f} times "
+            f"where it began (median of the last fifth of logged steps over the first; healthy "
+            f"runs stay below {progress.DIVERGED_LOSS_GROWTH:g}). Its rows measure that failure, "
+            "not the loss setting: fine-tune it again with a bound on RMSprop's steps "
+            "(--config.finetune.max_normalised_step=3) or another --config.seed.")
+
+
+def _section_finetune_health(r: _Report) -> None:
+    """Flags the fine-tuning settings whose loss diverged, above Table 3, whose rows they mislead."""
+    growth = finetune_loss_growth(r.workdir)
+    if not growth:
+        return
+    r.json["finetune_loss_growth"] = growth
+    diverged = diverged_settings(growth)
+    r.json["finetune_diverged"] = diverged
+    for setting in diverged:
+        r.add(f"**{diverged_warning(setting, growth[setting])}**", "")
+
+
 def _section_scenes(r: _Report, results: Mapping[str, Any]) -> None:
     """Table 7 (per-scene errors), when evaluate wrote them (config evaluate.scenes)."""
     settings = _check_results(results)
@@ -731,6 +754,7 @@ def write_report(workdir: str) -> str:
         r.omit("the evaluate stage is not marked done: its results may be partial")
     _section_header(r)
     _section_optimisation(r)
+    _section_finetune_health(r)
     _section_finetuning(r, results)
     _section_scenes(r, results)
     _section_validation_poses(r, settings)

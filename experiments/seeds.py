@@ -33,8 +33,10 @@ from typing import Any, Sequence
 import numpy as np
 from absl import app, flags
 
+from experiments import report as report_lib
 from experiments import workdir as workdir_lib
 from experiments.table_rows import in_paper_order
+from hourglass_jax import progress
 
 METRICS = ("MPJPE", "NMPJPE", "PMPJPE")
 TABLES = ("table1", "table3")
@@ -65,6 +67,9 @@ def _load_report(workdir: str) -> dict[str, Any]:
     with open(path) as f:
         report = json.load(f)
     report["workdir"] = workdir
+    # From the logs themselves, so that reports written before the check have it too.
+    report["diverged"] = [f"{workdir}: {s}" for s in
+                          report_lib.diverged_settings(report_lib.finetune_loss_growth(workdir))]
     if os.path.exists(os.path.join(workdir, "config.json")):
         report["config"] = workdir_lib.flatten(workdir_lib.load_stored_config(workdir))
     return report
@@ -108,7 +113,8 @@ def merge_reports(workdirs: Sequence[str], reports: Sequence[dict[str, Any]]) ->
     _check_comparable(name, reports)
     config = None if any(r.get("config") is None for r in reports) else reports[0]["config"]
     merged: dict[str, Any] = {"protocol": reports[0].get("protocol"), "seed": reports[0].get("seed"),
-                              "workdir": name, "config": config}
+                              "workdir": name, "config": config,
+                              "diverged": [d for r in reports for d in r.get("diverged", [])]}
     for table in TABLES:
         held = [r[table]["rows"] for r in reports if r.get(table)]
         if not held:
@@ -142,7 +148,8 @@ def aggregate(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
     seeds = [r.get("seed") for r in reports]
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"runs share a seed: {seeds}")
-    out: dict[str, Any] = {"runs": len(reports), "seeds": seeds, "protocol": " = ".join(protocols)}
+    out: dict[str, Any] = {"runs": len(reports), "seeds": seeds, "protocol": " = ".join(protocols),
+                           "diverged": [d for r in reports for d in r.get("diverged", [])]}
     for table in TABLES:
         present = [r[table]["rows"] for r in reports if r.get(table)]
         if len(present) != len(reports):
@@ -173,6 +180,10 @@ def markdown(agg: dict[str, Any]) -> str:
              f"{', '.join(map(str, agg['seeds']))}): mean +- sample std (min..max), mm; "
              "change: mean +- sample std over runs of the relative change of MPJPE against the baseline "
              "(Table 3) or the raw predictions of the same joints (Table 1).", ""]
+    if agg.get("diverged"):
+        lines += [f"**WARNING: {len(agg['diverged'])} fine-tuning(s) diverged (loss ended at least "
+                  f"{progress.DIVERGED_LOSS_GROWTH:g} times where it began); their rows pull the "
+                  f"means and spreads below: {'; '.join(agg['diverged'])}.**", ""]
     for table in TABLES:
         if table not in agg:
             continue

@@ -35,7 +35,7 @@ import completion
 from experiments import common, datasets
 from experiments import workdir as workdir_lib
 from experiments.workdir import Workdir, stage_done
-from hourglass_jax import export, geometry, metrics, predictor, skeleton
+from hourglass_jax import export, geometry, metrics, predictor, progress, skeleton
 from hourglass_jax.data import pipeline
 from hourglass_jax.losses import finetune_loss
 from hourglass_jax.mesh import make_data_mesh
@@ -674,7 +674,12 @@ def finetune(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
                                  "batch_size": c.batch_size, "gamma": c.gamma, "tau": c.tau,
                                  "labelled_fraction": float(c.labelled_fraction)})
         export.save_model(model_path, "volumetric", cfg, _variables(state))
-        info[setting] = {"steps": steps}
+        growth = progress.loss_growth(progress.logged_losses(
+            os.path.join(stage_dir, "metrics.jsonl")))
+        if growth is not None and growth >= progress.DIVERGED_LOSS_GROWTH:
+            from experiments.report import diverged_warning  # matplotlib: imported when needed
+            print(f"  finetune/{setting}: {diverged_warning(setting, growth)}", flush=True)
+        info[setting] = {"steps": steps, "loss_growth": growth}
     return info
 
 

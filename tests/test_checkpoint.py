@@ -88,3 +88,35 @@ def test_progress_logger_lines_jsonl_tensorboard_and_resume(tmp_path):
 def test_format_duration():
     assert progress.format_duration(3725.4) == "1:02:05"
     assert progress.format_duration(float("inf")) == "?"
+
+
+def test_loss_growth_against_numpy_medians(tmp_path):
+    rng = np.random.default_rng(0)
+    steps = np.arange(1, 49)
+    falling = 5e5 * np.exp(-steps / 20.0) * rng.uniform(0.7, 1.3, steps.size) + 1e5
+    # Loss that jumps tenfold after a third of the run, as the diverged fine-tuning of the README.
+    jumping = np.where(steps < 16, 4e5, 4e6) * rng.uniform(0.7, 1.3, steps.size)
+    for losses in (falling, jumping):
+        n = int(losses.size * 0.2)
+        expected = np.median(losses[-n:]) / np.median(losses[:n])
+        assert progress.loss_growth(losses) == pytest.approx(expected, rel=1e-12)
+        n3 = int(losses.size * 0.3)
+        assert progress.loss_growth(losses, window=0.3) == pytest.approx(
+            np.median(losses[-n3:]) / np.median(losses[:n3]), rel=1e-12)
+    assert progress.loss_growth(falling) < 1.0 < progress.DIVERGED_LOSS_GROWTH
+    assert progress.loss_growth(jumping) > 5.0 >= progress.DIVERGED_LOSS_GROWTH
+    assert progress.loss_growth([1.0, 2.0, 3.0, 4.0]) is None          # too short to tell
+    assert progress.loss_growth([1.0, 1.0, float("nan"), 1.0, 1.0]) == float("inf")
+    with pytest.raises(ValueError, match="window"):
+        progress.loss_growth(falling, window=0.8)
+    # logged_losses reads what ProgressLogger wrote, train records only, in step order, and
+    # skips a line cut short by a kill.
+    log = progress.ProgressLogger(tmp_path, total_steps=48, every=1, stream=io.StringIO(),
+                                  tensorboard=False)
+    for s, v in zip(steps, jumping):
+        log.log_train(int(s), {"loss": float(v)})
+    log.log_eval(48, {"val_mpjpe": 1.0})
+    log.close()
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"kind": "train", "step": 49, "lo')
+    assert progress.logged_losses(tmp_path / "metrics.jsonl") == pytest.approx(jumping, rel=1e-6)

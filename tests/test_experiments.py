@@ -61,6 +61,9 @@ def test_every_stage_writes_its_outputs(quick_run):
         assert os.path.getsize(os.path.join(report_dir, png)) > 5000, png
     results = json.load(open(os.path.join(quick_run, "evaluate", "results.json")))["settings"]
     assert set(results) == {"baseline", *stages.SETTINGS}
+    # Each setting's loss check is recorded; 3 logged losses are too few to tell a trend.
+    finetuned = json.load(open(os.path.join(quick_run, "finetune", "DONE.json")))
+    assert all(finetuned[s]["loss_growth"] is None for s in stages.SETTINGS)
     for res in results.values():
         assert all(np.isfinite(v) and v > 0 for v in res["overall"].values())
         assert set(res["per_subject"]) == {"S9", "S11"}

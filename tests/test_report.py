@@ -345,6 +345,26 @@ def test_write_report_full(tmp_path):
                                    "curves_validation"}
     for name in ("curves_supervised", "curves_finetune", "curves_validation"):
         _assert_png(rep["figures"][name])
+    # Falling fine-tuning losses: nothing flagged.
+    assert rep["finetune_diverged"] == [] and "diverged" not in md
+    assert set(rep["finetune_loss_growth"]) == {"optimised", "bone"}
+    assert all(g < 1.0 for g in rep["finetune_loss_growth"].values())
+
+
+def test_report_flags_a_diverged_fine_tuning(tmp_path):
+    w = _make_workdir(tmp_path / "w")
+    losses = [3e5 if s < 70 else 2e6 + 1e3 * s for s in range(10, 201, 10)]
+    _write_jsonl(os.path.join(w, "finetune", "optimised", "metrics.jsonl"),
+                 [{"kind": "train", "step": s, "loss": v} for s, v in zip(range(10, 201, 10), losses)])
+    md = report.write_report(w)
+    with open(os.path.join(w, "report", "report.json")) as f:
+        rep = json.load(f)
+    expected = np.median(losses[-4:]) / np.median(losses[:4])    # a fifth of 20 logged losses
+    assert rep["finetune_loss_growth"]["optimised"] == pytest.approx(expected)
+    assert rep["finetune_diverged"] == ["optimised"]
+    warning = f"WARNING: the fine-tuning of `optimised` diverged: its loss ended {expected:.1f} times"
+    assert warning in md and "`bone` diverged" not in md
+    assert md.index(warning) < md.index("Table 3 analogue")       # read before the table it spoils
 
 
 def test_report_names_the_fine_tuning_schedule(tmp_path):

@@ -131,3 +131,18 @@ def test_joined_work_directories_must_share_seed_and_stages(tmp_path):
         seeds.load_reports([f"{main}+{other_baseline}"])
     with pytest.raises(FileNotFoundError, match="report stage"):
         seeds.load_reports([f"{main}+{tmp_path / 'missing'}"])
+
+
+def test_diverged_fine_tuning_named_above_the_tables(tmp_path, capsys):
+    wds = [_write_report(tmp_path, f"s{i}", i, 300.0, 290.0) for i in range(3)]
+    for i, losses in enumerate(([5.0, 4.0, 3.0, 2.5, 2.0], [1.0, 1.0, 1.0, 4.0, 4.0])):
+        d = os.path.join(wds[i], "finetune", "bone")
+        os.makedirs(d)
+        with open(os.path.join(d, "metrics.jsonl"), "w") as f:
+            f.writelines(json.dumps({"kind": "train", "step": 10 * (k + 1), "loss": v}) + "\n"
+                         for k, v in enumerate(losses))
+    agg = seeds.run(wds)
+    assert agg["diverged"] == [f"{wds[1]}: bone"]      # 4x its first loss; s0 fell, s2 has no log
+    out = capsys.readouterr().out
+    assert "WARNING: 1 fine-tuning(s) diverged" in out and f"{wds[1]}: bone" in out
+    assert out.index("WARNING") < out.index("### Table 3")
