@@ -30,6 +30,10 @@ Prints JSON and the same as markdown tables (and writes `<workdir>/diagnose.json
   validation: the baseline's gap between its own training frames and new subjects' is the
   headroom fine-tuning works in; the fine-tuned rows show how much of what a network learns on
   the unlabelled videos carries over to validation subjects.
+- pose_scale: the size of the poses (mean joint distance from the pelvis, mm) that each network
+  of the run predicts on validation, against the truth's, and of the pseudo-labels; and what
+  shrinking the baseline's validation predictions about the pelvis alone does to their MPJPE:
+  the part of a fine-tuning gain that a smaller pose, not a better one, would give.
 `--sections` computes only the named sections; the others keep what an earlier diagnose.json of
 the work directory holds.
 Works on the embedded dataset's protocols (it reads the `pretrain2d` split).
@@ -74,7 +78,7 @@ def _define_flags() -> None:
 # The sections of the result, in the order they are computed and printed.
 SECTIONS: tuple[str, ...] = ("detector", "unlabelled_error_components", "completion",
                              "pseudo_label_own_error_share", "error_persistence",
-                             "test_time_views", "fit")
+                             "test_time_views", "fit", "pose_scale")
 
 
 def detector_errors(config, workdir: Workdir, frames: int) -> dict[str, Any]:
@@ -216,6 +220,68 @@ def pseudo_label_persistence(workdir: Workdir) -> dict[str, Any]:
     return {"pred": error_persistence(labels["pred"] - labels["gt"], *ids),
             "completed": error_persistence(labels["completed"] - labels["gt"], *ids),
             "motion": error_persistence(labels["gt"], *ids)}
+
+
+def pose_size(poses: np.ndarray) -> float:
+    """Mean distance of the joints from the root (pelvis) over (N, 16, 3) mm poses, mm."""
+    p = np.asarray(poses, np.float64)
+    if p.ndim != 3 or p.shape[1:] != (skeleton.NUM_JOINTS, 3):
+        raise ValueError(f"poses must be (N, {skeleton.NUM_JOINTS}, 3) mm, got {p.shape}")
+    return float(np.linalg.norm(p - p[:, skeleton.ROOT:skeleton.ROOT + 1], axis=-1).mean())
+
+
+def scaled_about_root(poses: np.ndarray, factor: float) -> np.ndarray:
+    """(N, 16, 3) mm poses with every joint's offset from the root multiplied by `factor`."""
+    p = np.asarray(poses, np.float64)
+    root = p[:, skeleton.ROOT:skeleton.ROOT + 1]
+    return root + factor * (p - root)
+
+
+SHRINK_FACTORS = (0.8, 0.85, 0.9, 0.95, 1.0)
+# The grid on which each network's best single scale factor (fitted to the truth: a diagnostic,
+# not a method) is searched.
+FIT_FACTORS = tuple(np.round(np.arange(0.8, 1.2001, 0.01), 2).tolist())
+
+
+def best_scale(pred: np.ndarray, gt: np.ndarray,
+               factors: Sequence[float] = FIT_FACTORS) -> tuple[float, float]:
+    """(factor, MPJPE mm) of the one factor in `factors` that, scaling every pose of `pred`
+    about its root, gives the lowest MPJPE against `gt` ((N, 16, 3) mm each)."""
+    errors = [float(metrics.mpjpe(scaled_about_root(pred, f), gt).mean()) for f in factors]
+    i = int(np.argmin(errors))
+    return float(factors[i]), errors[i]
+
+
+def pose_scale(workdir: Workdir, factors: Sequence[float] = SHRINK_FACTORS) -> dict[str, Any]:
+    """Pose sizes (`pose_size`, mm) of every network's validation predictions
+    (evaluate/predictions_<setting>.npz) with their ratio to the truth's, their MPJPE and
+    their MPJPE at the one scale factor that fits them best (`best_scale`); the
+    MPJPE change (%) of the baseline's validation predictions scaled about the root by each of
+    `factors`; and the sizes of the pseudo-labels (pred, completed, interp, gt) when the
+    complete stage's output is there."""
+    base = stages._load_npz(workdir.require("evaluate", "predictions_baseline.npz"))
+    networks = {}
+    for name in sorted(os.listdir(workdir.stage_dir("evaluate"))):
+        if name.startswith("predictions_") and name.endswith(".npz"):
+            d = stages._load_npz(os.path.join(workdir.stage_dir("evaluate"), name))
+            size = pose_size(d["pred"])
+            factor, fitted = best_scale(d["pred"], d["gt"])
+            networks[name[len("predictions_"):-len(".npz")]] = {
+                "size": size, "size_to_truth": size / pose_size(d["gt"]),
+                "mpjpe": float(metrics.mpjpe(d["pred"], d["gt"]).mean()),
+                "best_factor": factor, "mpjpe_at_best_factor": fitted}
+    before = float(metrics.mpjpe(base["pred"], base["gt"]).mean())
+    shrunk = {str(f): 100.0 * (float(metrics.mpjpe(scaled_about_root(base["pred"], f),
+                                                    base["gt"]).mean()) / before - 1.0)
+              for f in factors}
+    out: dict[str, Any] = {"validation_truth_size": pose_size(base["gt"]),
+                           "networks": networks, "baseline_scaled_mpjpe_change": shrunk}
+    labels_path = os.path.join(workdir.stage_dir("complete"), "pseudo_labels.npz")
+    if os.path.exists(labels_path):
+        labels = stages._load_npz(labels_path)
+        out["pseudo_label_sizes"] = {k: pose_size(labels[k]) for k in
+                                     ("gt", "pred", "completed", "interp") if k in labels}
+    return out
 
 
 def completion_checks(config, preds: dict[str, np.ndarray], taus: Sequence[float],
@@ -508,6 +574,21 @@ def markdown(result: Mapping[str, Any]) -> str:
                       f"{_mm(v.get('baseline_to_labels'))} -> {_mm(v['to_labels'])} |"
                       for k, v in followed.items()]
         lines.append("")
+    if "pose_scale" in result:
+        ps = result["pose_scale"]
+        lines += ["## Pose size: mean joint distance from the pelvis (mm)", "",
+                  f"Validation truth: {_mm(ps['validation_truth_size'])}.", "",
+                  "| network | predicted size | size / truth | validation MPJPE | at its best "
+                  "scale factor (fitted to the truth) |", "|---|---:|---:|---:|---:|"]
+        lines += [f"| {k} | {_mm(v['size'])} | {_ratio(v['size_to_truth'])} | {_mm(v['mpjpe'])} "
+                  f"| {_mm(v['mpjpe_at_best_factor'])} (x{v['best_factor']:.2f}) |"
+                  for k, v in ps["networks"].items()]
+        lines += ["", "The baseline's validation predictions scaled about the pelvis: "
+                  + ", ".join(f"x{f}: {c:+.1f}%" for f, c in
+                              ps["baseline_scaled_mpjpe_change"].items()) + " MPJPE.", ""]
+        if "pseudo_label_sizes" in ps:
+            lines += ["Pseudo-label sizes: " + ", ".join(
+                f"{k} {_mm(v)}" for k, v in ps["pseudo_label_sizes"].items()) + ".", ""]
     return "\n".join(lines)
 
 
@@ -540,6 +621,7 @@ def main(argv: Sequence[str]) -> None:
             config, workdir, FLAGS.view_frames).items() if k != "index"},
         "fit": lambda: {k: v for k, v in run_fit(config, workdir, FLAGS.fit_frames).items()
                         if k != "index"},
+        "pose_scale": lambda: pose_scale(workdir),
     }
     # Sections not asked for this time keep what an earlier run wrote.
     path = os.path.join(wd_path, "diagnose.json")

@@ -399,6 +399,44 @@ def test_diagnostics_match_numpy(quick_run, quick_config):
 
 
 
+def test_pose_scale_closed_forms_and_section(quick_run, quick_config):
+    """`pose_size` is the mean joint distance from the pelvis; scaling about the root scales it
+    exactly and keeps the root; `best_scale` recovers the factor of predictions that are a
+    scaled copy of the truth; the `pose_scale` section holds every evaluated network's size,
+    MPJPE and best factor against float64 NumPy, and 0% change at factor 1."""
+    from experiments import diagnose
+    rng = np.random.default_rng(1)
+    gt = rng.normal(0.0, 300.0, (40, 16, 3))
+    rel = gt - gt[:, skeleton.ROOT:skeleton.ROOT + 1]
+    assert diagnose.pose_size(gt) == pytest.approx(
+        np.mean([[np.sqrt(sum(c * c for c in rel[n, j])) for j in range(16)] for n in range(40)]))
+    shrunk = diagnose.scaled_about_root(gt, 0.9)
+    np.testing.assert_allclose(shrunk[:, skeleton.ROOT], gt[:, skeleton.ROOT])
+    assert diagnose.pose_size(shrunk) == pytest.approx(0.9 * diagnose.pose_size(gt))
+    # Predictions 1/0.87 times the truth's size: scaling them by 0.87 gives it back exactly.
+    pred = diagnose.scaled_about_root(gt, 1 / 0.87)
+    factor, err = diagnose.best_scale(pred, gt)
+    assert factor == pytest.approx(0.87) and err == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ValueError, match=r"\(N, 16, 3\)"):
+        diagnose.pose_size(gt[..., :2])
+    workdir = Workdir(quick_run, quick_config)
+    out = diagnose.pose_scale(workdir)
+    assert set(out["networks"]) == {"baseline", *stages.SETTINGS}
+    for name, row in out["networks"].items():
+        d = np.load(os.path.join(quick_run, "evaluate", f"predictions_{name}.npz"))
+        p64, g64 = d["pred"].astype(np.float64), d["gt"].astype(np.float64)
+        size = np.linalg.norm(p64 - p64[:, skeleton.ROOT:skeleton.ROOT + 1], axis=-1).mean()
+        assert row["size"] == pytest.approx(size, rel=1e-9)
+        assert row["mpjpe"] == pytest.approx(np.linalg.norm(p64 - g64, axis=-1).mean(), rel=1e-5)
+        grid = [np.linalg.norm(diagnose.scaled_about_root(p64, f) - g64, axis=-1).mean()
+                for f in diagnose.FIT_FACTORS]
+        assert row["mpjpe_at_best_factor"] == pytest.approx(min(grid), rel=1e-5)
+        assert row["mpjpe_at_best_factor"] <= row["mpjpe"] + 1e-6
+    assert out["baseline_scaled_mpjpe_change"]["1.0"] == pytest.approx(0.0, abs=1e-4)  # float32 in
+    assert set(out["pseudo_label_sizes"]) == {"gt", "pred", "completed", "interp"}
+    assert "## Pose size" in diagnose.markdown({"workdir": quick_run, "pose_scale": out})
+
+
 def test_own_error_share_closed_forms(quick_run, quick_config):
     """`own_error_share` is 1 for labels that shrink the prediction error, 0 for errors
     orthogonal to it, 1/2 for an orthogonal part as large as the shared one, and the projection
