@@ -261,9 +261,10 @@ def pose_scale(workdir: Workdir, factors: Sequence[float] = SHRINK_FACTORS) -> d
     complete stage's output is there."""
     base = stages._load_npz(workdir.require("evaluate", "predictions_baseline.npz"))
     networks = {}
-    for name in sorted(os.listdir(workdir.stage_dir("evaluate"))):
+    evaluated = os.path.join(workdir.path, "evaluate")
+    for name in sorted(os.listdir(evaluated)):
         if name.startswith("predictions_") and name.endswith(".npz"):
-            d = stages._load_npz(os.path.join(workdir.stage_dir("evaluate"), name))
+            d = stages._load_npz(os.path.join(evaluated, name))
             size = pose_size(d["pred"])
             factor, fitted = best_scale(d["pred"], d["gt"])
             networks[name[len("predictions_"):-len(".npz")]] = {
@@ -276,7 +277,7 @@ def pose_scale(workdir: Workdir, factors: Sequence[float] = SHRINK_FACTORS) -> d
               for f in factors}
     out: dict[str, Any] = {"validation_truth_size": pose_size(base["gt"]),
                            "networks": networks, "baseline_scaled_mpjpe_change": shrunk}
-    labels_path = os.path.join(workdir.stage_dir("complete"), "pseudo_labels.npz")
+    labels_path = os.path.join(workdir.path, "complete", "pseudo_labels.npz")
     if os.path.exists(labels_path):
         labels = stages._load_npz(labels_path)
         out["pseudo_label_sizes"] = {k: pose_size(labels[k]) for k in
