@@ -227,14 +227,14 @@ def pose_size(poses: np.ndarray) -> float:
     p = np.asarray(poses, np.float64)
     if p.ndim != 3 or p.shape[1:] != (skeleton.NUM_JOINTS, 3):
         raise ValueError(f"poses must be (N, {skeleton.NUM_JOINTS}, 3) mm, got {p.shape}")
-    return float(np.linalg.norm(p - p[:, skeleton.ROOT:skeleton.ROOT + 1], axis=-1).mean())
+    return float(np.linalg.norm(common.root_relative(p), axis=-1).mean())
 
 
 def scaled_about_root(poses: np.ndarray, factor: float) -> np.ndarray:
     """(N, 16, 3) mm poses with every joint's offset from the root multiplied by `factor`."""
     p = np.asarray(poses, np.float64)
-    root = p[:, skeleton.ROOT:skeleton.ROOT + 1]
-    return root + factor * (p - root)
+    offsets = common.root_relative(p)
+    return p + (factor - 1.0) * offsets
 
 
 SHRINK_FACTORS = (0.8, 0.85, 0.9, 0.95, 1.0)
@@ -259,23 +259,25 @@ def pose_scale(workdir: Workdir, factors: Sequence[float] = SHRINK_FACTORS) -> d
     MPJPE change (%) of the baseline's validation predictions scaled about the root by each of
     `factors`; and the sizes of the pseudo-labels (pred, completed, interp, gt) when the
     complete stage's output is there."""
-    base = stages._load_npz(workdir.require("evaluate", "predictions_baseline.npz"))
+    evaluated = os.path.dirname(workdir.require("evaluate", "predictions_baseline.npz"))
+    predictions = {name[len("predictions_"):-len(".npz")]:
+                   stages._load_npz(os.path.join(evaluated, name))
+                   for name in sorted(os.listdir(evaluated))
+                   if name.startswith("predictions_") and name.endswith(".npz")}
+    base = predictions["baseline"]
+    truth_size = pose_size(base["gt"])  # every network predicts the same validation frames
     networks = {}
-    evaluated = os.path.join(workdir.path, "evaluate")
-    for name in sorted(os.listdir(evaluated)):
-        if name.startswith("predictions_") and name.endswith(".npz"):
-            d = stages._load_npz(os.path.join(evaluated, name))
-            size = pose_size(d["pred"])
-            factor, fitted = best_scale(d["pred"], d["gt"])
-            networks[name[len("predictions_"):-len(".npz")]] = {
-                "size": size, "size_to_truth": size / pose_size(d["gt"]),
-                "mpjpe": float(metrics.mpjpe(d["pred"], d["gt"]).mean()),
-                "best_factor": factor, "mpjpe_at_best_factor": fitted}
-    before = float(metrics.mpjpe(base["pred"], base["gt"]).mean())
+    for name, d in predictions.items():
+        size = pose_size(d["pred"])
+        factor, fitted = best_scale(d["pred"], d["gt"])
+        networks[name] = {"size": size, "size_to_truth": size / truth_size,
+                          "mpjpe": float(metrics.mpjpe(d["pred"], d["gt"]).mean()),
+                          "best_factor": factor, "mpjpe_at_best_factor": fitted}
+    before = networks["baseline"]["mpjpe"]
     shrunk = {str(f): 100.0 * (float(metrics.mpjpe(scaled_about_root(base["pred"], f),
                                                     base["gt"]).mean()) / before - 1.0)
               for f in factors}
-    out: dict[str, Any] = {"validation_truth_size": pose_size(base["gt"]),
+    out: dict[str, Any] = {"validation_truth_size": truth_size,
                            "networks": networks, "baseline_scaled_mpjpe_change": shrunk}
     labels_path = os.path.join(workdir.path, "complete", "pseudo_labels.npz")
     if os.path.exists(labels_path):

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from experiments import divergence
 from experiments.table_rows import SETTING_LABELS, SETTING_ORDER
 from experiments.workdir import with_added_fields, write_atomic
 from hourglass_jax import metrics, progress, skeleton, viz
@@ -630,38 +631,16 @@ def _section_finetuning(r: _Report, results: Mapping[str, Any]) -> None:
     r.add("Validation MPJPE per subject (not in the paper):", "", _format_table4(ts), "")
 
 
-def finetune_loss_growth(workdir: str) -> dict[str, float | None]:
-    """{setting: progress.loss_growth of its fine-tuning loss} for every finetune/<setting> with
-    a metrics.jsonl (None: too few logged losses to tell)."""
-    return {label.split("/", 1)[1]: progress.loss_growth(progress.logged_losses(path))
-            for label, path in metrics_files(workdir).items() if label.startswith("finetune/")}
-
-
-def diverged_settings(growth: Mapping[str, float | None]) -> list[str]:
-    """The settings of `finetune_loss_growth`'s answer whose loss diverged, sorted."""
-    return sorted(s for s, g in growth.items()
-                  if g is not None and g >= progress.DIVERGED_LOSS_GROWTH)
-
-
-def diverged_warning(setting: str, growth: float) -> str:
-    """The line a report and the finetune stage print for a setting whose loss diverged."""
-    return (f"WARNING: the fine-tuning of `{setting}` diverged: its loss ended {growth:.1f} times "
-            f"where it began (median of the last fifth of logged steps over the first; healthy "
-            f"runs stay below {progress.DIVERGED_LOSS_GROWTH:g}). Its rows measure that failure, "
-            "not the loss setting: fine-tune it again with a bound on RMSprop's steps "
-            "(--config.finetune.max_normalised_step=3) or another --config.seed.")
-
-
 def _section_finetune_health(r: _Report) -> None:
     """Flags the fine-tuning settings whose loss diverged, above Table 3, whose rows they mislead."""
-    growth = finetune_loss_growth(r.workdir)
+    growth = divergence.finetune_loss_growth(r.workdir)
     if not growth:
         return
     r.json["finetune_loss_growth"] = growth
-    diverged = diverged_settings(growth)
+    diverged = divergence.diverged_settings(growth)
     r.json["finetune_diverged"] = diverged
     for setting in diverged:
-        r.add(f"**{diverged_warning(setting, growth[setting])}**", "")
+        r.add(f"**{divergence.diverged_warning(setting, growth[setting])}**", "")
 
 
 def _section_scenes(r: _Report, results: Mapping[str, Any]) -> None:

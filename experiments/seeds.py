@@ -33,7 +33,7 @@ from typing import Any, Sequence
 import numpy as np
 from absl import app, flags
 
-from experiments import report as report_lib
+from experiments import divergence
 from experiments import workdir as workdir_lib
 from experiments.table_rows import in_paper_order
 from hourglass_jax import progress
@@ -69,7 +69,7 @@ def _load_report(workdir: str) -> dict[str, Any]:
     report["workdir"] = workdir
     # From the logs themselves, so that reports written before the check have it too.
     report["diverged"] = [f"{workdir}: {s}" for s in
-                          report_lib.diverged_settings(report_lib.finetune_loss_growth(workdir))]
+                          divergence.diverged_settings(divergence.finetune_loss_growth(workdir))]
     if os.path.exists(os.path.join(workdir, "config.json")):
         report["config"] = workdir_lib.flatten(workdir_lib.load_stored_config(workdir))
     return report

@@ -32,7 +32,7 @@ import numpy as np
 import optax
 
 import completion
-from experiments import common, datasets
+from experiments import common, datasets, divergence
 from experiments import workdir as workdir_lib
 from experiments.workdir import Workdir, stage_done
 from hourglass_jax import export, geometry, metrics, predictor, progress, skeleton
@@ -676,9 +676,9 @@ def finetune(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
         export.save_model(model_path, "volumetric", cfg, _variables(state))
         growth = progress.loss_growth(progress.logged_losses(
             os.path.join(stage_dir, "metrics.jsonl")))
-        if growth is not None and growth >= progress.DIVERGED_LOSS_GROWTH:
-            from experiments.report import diverged_warning  # matplotlib: imported when needed
-            print(f"  finetune/{setting}: {diverged_warning(setting, growth)}", flush=True)
+        if divergence.diverged_settings({setting: growth}):
+            print(f"  finetune/{setting}: {divergence.diverged_warning(setting, growth)}",
+                  flush=True)
         info[setting] = {"steps": steps, "loss_growth": growth}
     return info
 

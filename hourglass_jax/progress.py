@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import statistics
 import sys
 import time
-from typing import Any, Mapping, Sequence, TextIO
+from typing import Any, Iterator, Mapping, Sequence, TextIO
 
 import jax
 
@@ -23,24 +24,27 @@ def format_duration(seconds: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
-def truncate_jsonl(path: str | os.PathLike, max_step: int) -> int:
-    """Drop records with "step" > max_step from a JSON-lines file (a resumed run rewrites
-    what the killed run logged after its last checkpoint). Returns the number kept."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        return 0
-    kept = []
+def _parsed_lines(path: str | os.PathLike) -> Iterator[tuple[str, dict]]:
+    """(line, record) for every non-empty line of a JSON-lines file that parses; a line cut
+    short by a kill does not."""
     with open(path, encoding="utf-8") as f:
         for line in f:
             line = line.strip()
             if not line:
                 continue
             try:
-                rec = json.loads(line)
+                yield line, json.loads(line)
             except json.JSONDecodeError:
-                continue  # a line cut short by a kill
-            if int(rec.get("step", 0)) <= max_step:
-                kept.append(line)
+                continue
+
+
+def truncate_jsonl(path: str | os.PathLike, max_step: int) -> int:
+    """Drop records with "step" > max_step from a JSON-lines file (a resumed run rewrites
+    what the killed run logged after its last checkpoint). Returns the number kept."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        return 0
+    kept = [line for line, rec in _parsed_lines(path) if int(rec.get("step", 0)) <= max_step]
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         f.writelines(k + "\n" for k in kept)
@@ -51,14 +55,7 @@ def truncate_jsonl(path: str | os.PathLike, max_step: int) -> int:
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     """The records of a JSON-lines file such as metrics.jsonl, skipping a line cut short by a
     kill."""
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-    return out
+    return [rec for _, rec in _parsed_lines(path)]
 
 
 def logged_losses(path: str | os.PathLike) -> list[float]:
@@ -87,14 +84,8 @@ def loss_growth(losses: Sequence[float], window: float = 0.2) -> float | None:
     if not all(math.isfinite(v) for v in values):
         return math.inf
     n = max(1, int(len(values) * window))
-    first = _median(values[:n])
-    return _median(values[-n:]) / first if first > 0 else math.inf
-
-
-def _median(values: Sequence[float]) -> float:
-    v = sorted(values)
-    mid = len(v) // 2
-    return v[mid] if len(v) % 2 else 0.5 * (v[mid - 1] + v[mid])
+    first = statistics.median(values[:n])
+    return statistics.median(values[-n:]) / first if first > 0 else math.inf
 
 
 class ProgressLogger:
