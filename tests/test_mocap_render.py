@@ -252,6 +252,14 @@ def test_restyle_turns_the_named_bones_about_the_body_axes_and_keeps_lengths():
                                        np.linalg.norm(bone(src, c), axis=-1), rtol=1e-9)
         np.testing.assert_allclose(out[..., 1].min(1), src[..., 1].min(1), atol=1e-9)
     assert subjects.motion_style("S1") != subjects.motion_style("S9")
+    # A stronger style turns the same bones the same way, that many times as far.
+    for strength in (0.0, 2.0):
+        scaled = subjects.motion_style("S7", strength)
+        for c, (p, r) in subjects.motion_style("S7").items():
+            np.testing.assert_allclose(scaled[c], (strength * p, strength * r), rtol=1e-12)
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match="style strength"):
+            subjects.motion_style("S7", bad)
     with pytest.raises(ValueError, match="without a parent"):
         subjects.restyle(src, {J["pelvis"]: (10.0, 0.0)})
     with pytest.raises(ValueError, match=r"\(F, 16, 3\)"):
@@ -259,9 +267,10 @@ def test_restyle_turns_the_named_bones_about_the_body_axes_and_keeps_lengths():
 
 
 def test_styled_config_renders_each_subject_in_its_style():
-    styled, plain = config_named("small_styled"), config_named("small")
-    assert styled.motion_style and not plain.motion_style and styled.res == plain.res
-    for cfg, flag in ((styled, True), (plain, False)):
+    styled, wide, plain = (config_named(n) for n in ("small_styled", "small_styled_wide", "small"))
+    assert (plain.motion_style, styled.motion_style, wide.motion_style) == (0.0, 1.0, 2.0)
+    assert styled.res == plain.res == wide.res
+    for cfg, flag in ((styled, True), (wide, 2.0), (plain, False)):
         fr = next(mr.video_frames(cfg, ("S9",)))
         action, sub, cam = fr.action[0], int(fr.subaction[0]), subjects.CAMERAS[0]
         assert fr.camera[0] == cam.name
@@ -272,6 +281,11 @@ def test_styled_config_renders_each_subject_in_its_style():
     a = subjects.sequence_motion("S9", "walk", 1, 10.0, styled=True)
     b = subjects.sequence_motion("S9", "walk", 1, 10.0)
     assert np.linalg.norm((a - a[:, ROOT:ROOT + 1]) - (b - b[:, ROOT:ROOT + 1]), axis=-1).mean() > 20
+    # Twice the strength moves the poses further from the unstyled ones.
+    w = subjects.sequence_motion("S9", "walk", 1, 10.0, styled=2.0)
+    rel = lambda x: x - x[:, ROOT:ROOT + 1]
+    assert (np.linalg.norm(rel(w) - rel(b), axis=-1).mean()
+            > 1.5 * np.linalg.norm(rel(a) - rel(b), axis=-1).mean())
 
 
 def test_25fps_config_samples_the_same_motions_more_densely():

@@ -10,7 +10,8 @@ joints' image bounding box).
 Written as array_record with no TensorFlow (images as PNG bytes through pillow); read with
 `tfds.data_source` or `load`. Configs: `small` (64 px crops, the CPU default), `full` (256 px),
 `tiny` (32 px, three actions, three frames per sequence: for tests), `small_styled` (each subject
-in a motion style of its own) and `small_25fps` (`small` at 25 fps instead of 10).
+in a motion style of its own), `small_styled_wide` (styles twice as strong) and `small_25fps`
+(`small` at 25 fps instead of 10).
 
 Each example: image (R, R, 3) uint8 PNG; pose3d (16, 3) float32 mm camera frame (absolute);
 pose2d (16, 2) float32 crop px; visible (16,) bool; intrinsics (4,) float32 [fx, fy, cx, cy]
@@ -62,8 +63,9 @@ class MocapRenderConfig(tfds.core.BuilderConfig):
     rendered. max_frames: first frames kept per video (None: all). pretrain_frames: frames per
     pretraining subject. occluder_prob: chance that a sequence has an occluder (a pole or a bar
     between camera and subject). supersample: rays per pixel side (2 -> 4 rays, averaged).
-    motion_style: each subject moves in a style of its own (`subjects.motion_style`); off, every
-    subject performs the very same poses, only retargeted to its proportions.
+    motion_style: strength of each subject's own style of moving (`subjects.motion_style`): its
+    constant bone turns are drawn within STYLE_RANGE_DEG times this; 0, every subject performs
+    the very same poses, only retargeted to its proportions.
     """
 
     res: int = 64
@@ -73,7 +75,7 @@ class MocapRenderConfig(tfds.core.BuilderConfig):
     pretrain_frames: int = 600
     occluder_prob: float = 0.3
     supersample: int = 1
-    motion_style: bool = False
+    motion_style: float = 0.0
 
 
 CONFIGS: tuple[MocapRenderConfig, ...] = (
@@ -84,7 +86,11 @@ CONFIGS: tuple[MocapRenderConfig, ...] = (
     MocapRenderConfig(name="tiny", description="32 px, 3 actions, 3 frames per video (tests)",
                       res=32, actions=("walk", "jump", "punch"), max_frames=3, pretrain_frames=8),
     MocapRenderConfig(name="small_styled", description="small, each subject moving in a style of "
-                      "its own (harder: unseen postures on validation)", res=64, motion_style=True),
+                      "its own (harder: unseen postures on validation)", res=64, motion_style=1.0),
+    # Styles twice as strong (upper arms turned up to 60 degrees, elbows bent up to 70 more or
+    # less): the S1 baseline sees a narrower share of the postures the other subjects use.
+    MocapRenderConfig(name="small_styled_wide", description="small_styled with styles twice as "
+                      "strong (harder still)", res=64, motion_style=2.0),
     # The same motions sampled 2.5x as densely: poses change less from frame to frame and every
     # video has 2.5x the frames, so the completion's temporal prior has more to work with.
     MocapRenderConfig(name="small_25fps", description="small, all frames at 25 fps (slower motion "

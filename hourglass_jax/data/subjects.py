@@ -231,12 +231,15 @@ STYLE_RANGE_DEG: dict[int, tuple[float, float]] = {
 }
 
 
-def motion_style(subject: str) -> dict[int, tuple[float, float]]:
+def motion_style(subject: str, strength: float = 1.0) -> dict[int, tuple[float, float]]:
     """The constant bone turns of a subject: {joint: (pitch, roll) degrees} for the bone ending
-    at each joint of STYLE_RANGE_DEG, uniform within its half-ranges, the same on every call
-    (seeded by the name)."""
+    at each joint of STYLE_RANGE_DEG, uniform within its half-ranges times `strength`, the same
+    on every call (seeded by the name; a stronger style turns the same bones the same way,
+    `strength` times as far)."""
+    if not (np.isfinite(strength) and strength >= 0):
+        raise ValueError(f"style strength must be finite and >= 0, got {strength!r}")
     rng = np.random.default_rng(zlib.crc32(subject.encode()))
-    return {j: (float(rng.uniform(-p, p)), float(rng.uniform(-r, r)))
+    return {j: (float(strength * rng.uniform(-p, p)), float(strength * rng.uniform(-r, r)))
             for j, (p, r) in sorted(STYLE_RANGE_DEG.items())}
 
 
@@ -300,13 +303,14 @@ def video_fps_to_clip_fps(video_fps: float, tempo: float) -> float:
 
 
 def sequence_motion(subject: str, action: str, subaction: int, video_fps: float,
-                    styled: bool = False) -> np.ndarray:
+                    styled: float = 0.0) -> np.ndarray:
     """World-frame joints of one sequence, one row per video frame.
 
     Args:
       subject: a name in SUBJECTS. action: a name in ACTIONS. subaction: 1 or 2.
       video_fps: frame rate of the rendered video (10 like the paper's downsampled H36M).
-      styled: the subject performs the action in its own style (`motion_style`).
+      styled: strength of the subject's own style (`motion_style`): 0 (or False) none, 1 (or
+        True) the half-ranges of STYLE_RANGE_DEG, 2 twice as wide.
     Returns:
       (F, 16, 3) float64 mm, world frame, y up, root trajectory centred on the area centre
       (horizontal mean of the pelvis over the sequence at x = z = 0).
@@ -317,7 +321,7 @@ def sequence_motion(subject: str, action: str, subaction: int, video_fps: float,
         raise ValueError(f"unknown subaction {subaction!r}; valid: {SUBACTIONS}")
     tempo = s.tempo * (SLOW_SUBACTION_TEMPO if subaction == 2 else 1.0)
     clip = mocap.load_clip(action, fps=video_fps_to_clip_fps(video_fps, tempo))
-    j = restyle(clip.joints, motion_style(s.name)) if styled else clip.joints
+    j = restyle(clip.joints, motion_style(s.name, float(styled))) if styled else clip.joints
     j = retarget(j, s.bones)
     if subaction == 2:
         j = mirror(j)
