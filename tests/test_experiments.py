@@ -923,6 +923,21 @@ def test_styled_config_changes_only_the_data_and_the_supervised_schedule():
     stages.check_supported(styled_config)
 
 
+def test_styled_wide_config_changes_only_the_data():
+    """subject_s1_styled_wide is subject_s1_styled on `small_styled_wide` (styles twice as
+    strong): the README's run with that builder-config override of subject_s1_styled."""
+    wide_config = configs.get_protocol_config("subject_s1_styled_wide")
+    styled = flatten(configs.get_protocol_config("subject_s1_styled").to_dict())
+    wide = flatten(wide_config.to_dict())
+    assert set(wide) == set(styled)
+    changed = {k: wide[k] for k in differing_fields(styled, wide)}
+    assert changed == {"protocol": "subject_s1_styled_wide",
+                       "data.builder_config": "small_styled_wide"}
+    builder_configs = {c.name: c for c in mocap_render.MocapRender.BUILDER_CONFIGS}
+    assert builder_configs["small_styled_wide"].motion_style == 2.0
+    stages.check_supported(wide_config)
+
+
 def test_bad_inputs_fail_clearly(quick_run, quick_config, tmp_path):
     with pytest.raises(ValueError, match="unknown protocol 'nope'.*subject_s1"):
         configs.get_protocol_config("nope")
