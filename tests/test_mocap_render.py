@@ -270,20 +270,20 @@ def test_styled_config_renders_each_subject_in_its_style():
     styled, wide, plain = (config_named(n) for n in ("small_styled", "small_styled_wide", "small"))
     assert (plain.motion_style, styled.motion_style, wide.motion_style) == (0.0, 1.0, 2.0)
     assert styled.res == plain.res == wide.res
-    for cfg, flag in ((styled, True), (wide, 2.0), (plain, False)):
+    for cfg, strength in ((styled, 1.0), (wide, 2.0), (plain, 0.0)):
         fr = next(mr.video_frames(cfg, ("S9",)))
         action, sub, cam = fr.action[0], int(fr.subaction[0]), subjects.CAMERAS[0]
         assert fr.camera[0] == cam.name
         r, t = geometry.look_at_camera(subjects.camera_position(cam), np.array(subjects.LOOK_AT_MM),
                                        np.array([0.0, 1, 0]))
-        world = subjects.sequence_motion("S9", action, sub, cfg.fps, styled=flag)
+        world = subjects.sequence_motion("S9", action, sub, cfg.fps, style_strength=strength)
         np.testing.assert_allclose(fr.joints_cam, geometry.world_to_camera(world, r, t), atol=1e-6)
-    a = subjects.sequence_motion("S9", "walk", 1, 10.0, styled=True)
-    b = subjects.sequence_motion("S9", "walk", 1, 10.0)
-    assert np.linalg.norm((a - a[:, ROOT:ROOT + 1]) - (b - b[:, ROOT:ROOT + 1]), axis=-1).mean() > 20
-    # Twice the strength moves the poses further from the unstyled ones.
-    w = subjects.sequence_motion("S9", "walk", 1, 10.0, styled=2.0)
     rel = lambda x: x - x[:, ROOT:ROOT + 1]
+    a = subjects.sequence_motion("S9", "walk", 1, 10.0, style_strength=1.0)
+    b = subjects.sequence_motion("S9", "walk", 1, 10.0)
+    assert np.linalg.norm(rel(a) - rel(b), axis=-1).mean() > 20
+    # Twice the strength moves the poses further from the unstyled ones.
+    w = subjects.sequence_motion("S9", "walk", 1, 10.0, style_strength=2.0)
     assert (np.linalg.norm(rel(w) - rel(b), axis=-1).mean()
             > 1.5 * np.linalg.norm(rel(a) - rel(b), axis=-1).mean())
 

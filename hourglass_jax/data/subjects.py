@@ -303,14 +303,14 @@ def video_fps_to_clip_fps(video_fps: float, tempo: float) -> float:
 
 
 def sequence_motion(subject: str, action: str, subaction: int, video_fps: float,
-                    styled: float = 0.0) -> np.ndarray:
+                    style_strength: float = 0.0) -> np.ndarray:
     """World-frame joints of one sequence, one row per video frame.
 
     Args:
       subject: a name in SUBJECTS. action: a name in ACTIONS. subaction: 1 or 2.
       video_fps: frame rate of the rendered video (10 like the paper's downsampled H36M).
-      styled: strength of the subject's own style (`motion_style`): 0 (or False) none, 1 (or
-        True) the half-ranges of STYLE_RANGE_DEG, 2 twice as wide.
+      style_strength: strength of the subject's own style (`motion_style`): 0 none, 1 the
+        half-ranges of STYLE_RANGE_DEG, 2 twice as wide.
     Returns:
       (F, 16, 3) float64 mm, world frame, y up, root trajectory centred on the area centre
       (horizontal mean of the pelvis over the sequence at x = z = 0).
@@ -321,7 +321,8 @@ def sequence_motion(subject: str, action: str, subaction: int, video_fps: float,
         raise ValueError(f"unknown subaction {subaction!r}; valid: {SUBACTIONS}")
     tempo = s.tempo * (SLOW_SUBACTION_TEMPO if subaction == 2 else 1.0)
     clip = mocap.load_clip(action, fps=video_fps_to_clip_fps(video_fps, tempo))
-    j = restyle(clip.joints, motion_style(s.name, float(styled))) if styled else clip.joints
+    j = (restyle(clip.joints, motion_style(s.name, style_strength)) if style_strength
+         else clip.joints)
     j = retarget(j, s.bones)
     if subaction == 2:
         j = mirror(j)
