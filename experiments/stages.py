@@ -42,7 +42,8 @@ from hourglass_jax.mesh import make_data_mesh
 from hourglass_jax.model import Detector2D, VolumetricHourglass
 from hourglass_jax.softargmax import coordinate_loss, predict_pose_mm
 from hourglass_jax.targets import gaussian_volumes, heatmap_loss, heatmaps_from_crop_px
-from hourglass_jax.train import create_train_state, fit, make_optimizer
+from hourglass_jax.train import (create_train_state, fit, make_optimizer,
+                                  train_state_from_variables)
 
 MODEL_DIR = "model"  # each training stage exports its final network to <stage dir>/model
 
@@ -651,10 +652,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
         target, _, bones = SETTINGS[setting]
         pipe = finetune_pipeline(config, setting, labels)
         tx = _optimizer(c, steps, frozen=("detector",))
-        init = create_train_state(module, tx, config.seed,
-                                  jnp.zeros((1, cfg.input_size, cfg.input_size, 3)), train=False)
-        init = init.replace(params=common.to_jnp(variables["params"]),
-                            batch_stats=common.to_jnp(variables["batch_stats"]))
+        init = train_state_from_variables(variables, tx, config.seed)
         kind = "labelled" if target == LABELLED_TRUTH else "pseudo-labelled"
         print(f"  finetune/{setting}: {steps} steps on {describe_frames(pipe, kind)}",
               flush=True)

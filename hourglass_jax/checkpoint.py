@@ -28,6 +28,22 @@ def abstract_like(tree: Any, sharding: Sharding | None = None) -> Any:
     return jax.tree.map(leaf, tree)
 
 
+def _writable(state: Any) -> Any:
+    """`state` as orbax should write it: a host (NumPy) copy when one process holds every
+    array, else the device arrays themselves.
+
+    Why: for a jax.Array replicated over several devices, orbax's CPU default (replica-parallel
+    saving) has each replica write a slice of it, and slices every array per replica with a
+    compiled op: 45 s for the first save of 150 small arrays on 8 CPU devices, 0.6-0.9 s for
+    each later one, against 0.13 s from a host copy. Restores are unchanged: `restore` puts the
+    arrays back with the target's shardings. Across processes no host holds every array, so
+    orbax writes them itself.
+    """
+    if jax.process_count() > 1:
+        return state
+    return jax.device_get(state)
+
+
 class Checkpointer:
     """Save/restore TrainStates in `directory`; keeps the `keep_last` newest steps and the
     step with the best `best_metric` (minimised or maximised by `best_mode`).
@@ -92,7 +108,7 @@ class Checkpointer:
             raise ValueError(f"metrics {sorted(metrics)} lack the ranking key {self.best_metric!r}")
         metrics = None if metrics is None else {k: float(v) for k, v in metrics.items()}
         self._manager.save(int(step), args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(dict(meta or {}))),
+            state=ocp.args.StandardSave(_writable(state)), meta=ocp.args.JsonSave(dict(meta or {}))),
             metrics=metrics, force=True)
 
     def restore(self, target: Any, step: int | None = None, *, mesh: Mesh | None = None

@@ -7,6 +7,7 @@ this way, and the prediction CLI loads them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from typing import Any, Mapping
@@ -77,10 +78,16 @@ def load_model(path: str | os.PathLike, **config_overrides: Any
     if kind not in _KINDS:
         raise ValueError(f"{meta_path}: unknown model kind {kind!r}")
     config = dataclasses.replace(_config_from_json(meta["config"]), **config_overrides)
+    with ocp.StandardCheckpointer() as ckptr:
+        variables = ckptr.restore(os.path.join(path, "variables"), _abstract_variables(kind, config))
+    return _KINDS[kind](config), config, jax.tree.map(np.asarray, variables)
+
+
+@functools.lru_cache(maxsize=16)
+def _abstract_variables(kind: str, config: ModelConfig) -> dict[str, Any]:
+    # The restore target: shapes and dtypes of {"params", "batch_stats"}. Cached because tracing
+    # the network's init takes about a second, and one run loads the same network many times.
     module = _KINDS[kind](config)
     shape = (1, config.input_size, config.input_size, 3)
     abstract = jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros(shape), train=False))
-    target = {"params": abstract["params"], "batch_stats": abstract.get("batch_stats", {})}
-    with ocp.StandardCheckpointer() as ckptr:
-        variables = ckptr.restore(os.path.join(path, "variables"), target)
-    return module, config, jax.tree.map(np.asarray, variables)
+    return {"params": abstract["params"], "batch_stats": abstract.get("batch_stats", {})}

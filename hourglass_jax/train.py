@@ -133,9 +133,19 @@ def create_train_state(model: Any, tx: optax.GradientTransformation, seed: int,
     """
     variables = jax.jit(lambda k: model.init(k, *init_args, **init_kwargs))(
         jax.random.key(seed))
-    params = variables["params"]
+    return train_state_from_variables(variables, tx, seed)
+
+
+def train_state_from_variables(variables: Mapping[str, Any], tx: optax.GradientTransformation,
+                               seed: int) -> TrainState:
+    """A step-0 TrainState that starts from given variables (e.g. a trained network's, from
+    `export.load_model`): {"params", "batch_stats"} as arrays, a fresh optimizer state, and the
+    step RNG of `seed` (key(seed + 1), as `create_train_state`). Fine-tuning starts here without
+    initialising a network only to overwrite its parameters.
+    """
+    params = jax.tree.map(jnp.asarray, variables["params"])
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      batch_stats=variables.get("batch_stats", {}),
+                      batch_stats=jax.tree.map(jnp.asarray, variables.get("batch_stats", {})),
                       opt_state=tx.init(params),
                       rng=jax.random.key_data(jax.random.key(seed + 1)))
 

@@ -218,3 +218,21 @@ def test_rmsprop_is_torch_rmsprop():
         v = 0.99 * v + 0.01 * g * g
         ref_p = ref_p - 0.1 * g / (np.sqrt(v) + 1e-8)
     np.testing.assert_allclose(np.asarray(p), ref_p, rtol=1e-6)
+
+
+def test_state_from_trained_variables_equals_an_initialised_state_given_them():
+    """Starting from a trained network's variables (NumPy, as `export.load_model` returns them)
+    gives the state `create_train_state` gives once its variables are swapped for those: the
+    same variables, a zero step, a fresh (zero) RMS accumulator and the seed's step RNG."""
+    model, tx, state = H.init_state(frozen=("detector",), seed=4)
+    trained = jax.tree.map(lambda x: np.asarray(x) + 0.5,
+                           {"params": state.params, "batch_stats": state.batch_stats})
+    fresh = train.train_state_from_variables(trained, tx, seed=4)
+    expected = state.replace(params=jax.tree.map(jnp.asarray, trained["params"]),
+                             batch_stats=jax.tree.map(jnp.asarray, trained["batch_stats"]))
+    assert jax.tree.structure(fresh) == jax.tree.structure(expected)
+    for got, want in zip(jax.tree.leaves(fresh), jax.tree.leaves(expected)):
+        assert isinstance(got, jax.Array) and got.dtype == want.dtype
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    assert int(fresh.step) == 0
+    assert all(not np.any(np.asarray(x)) for x in jax.tree.leaves(fresh.opt_state))
