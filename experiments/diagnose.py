@@ -34,6 +34,11 @@ Prints JSON and the same as markdown tables (and writes `<workdir>/diagnose.json
   of the run predicts on validation, against the truth's, and of the pseudo-labels; and what
   shrinking the baseline's validation predictions about the pelvis alone does to their MPJPE:
   the part of a fine-tuning gain that a smaller pose, not a better one, would give.
+- label_weights: whether Eq. 4's weights pick out the completed labels' bad joints: the labels'
+  error above and below tau, the rank correlation of confidence and error, and the weighted
+  against the unweighted label MSE, at the run's tau and at others;
+- bone_targets: the per-video bone lengths the bone term (Eq. 5) trains towards, and the
+  predictions' and labels' own, against the true bone lengths (error and ratio).
 `--sections` computes only the named sections; the others keep what an earlier diagnose.json of
 the work directory holds.
 Works on the embedded dataset's protocols (it reads the `pretrain2d` split).
@@ -78,7 +83,8 @@ def _define_flags() -> None:
 # The sections of the result, in the order they are computed and printed.
 SECTIONS: tuple[str, ...] = ("detector", "unlabelled_error_components", "completion",
                              "pseudo_label_own_error_share", "error_persistence",
-                             "test_time_views", "fit", "pose_scale")
+                             "test_time_views", "fit", "pose_scale", "label_weights",
+                             "bone_targets")
 
 
 def detector_errors(config, workdir: Workdir, frames: int) -> dict[str, Any]:
@@ -284,6 +290,76 @@ def pose_scale(workdir: Workdir, factors: Sequence[float] = SHRINK_FACTORS) -> d
         labels = stages._load_npz(labels_path)
         out["pseudo_label_sizes"] = {k: pose_size(labels[k]) for k in
                                      ("gt", "pred", "completed", "interp") if k in labels}
+    return out
+
+
+# Eq. 4 thresholds at which `label_weights` also reports what the weights would do.
+WEIGHT_TAUS = (0.16, 0.3, 0.5, 0.7, 0.9, 1.0)
+
+
+def _joint_errors(poses: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """(N, 16) mm: each joint's distance from the truth, both poses root-relative (as Eq. 2
+    compares them)."""
+    return np.linalg.norm(common.root_relative(np.asarray(poses, np.float64))
+                          - common.root_relative(np.asarray(gt, np.float64)), axis=-1)
+
+
+def _rank_correlation(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Spearman's rank correlation of two equally long samples (ties get their mean rank);
+    None when either is constant."""
+    from scipy import stats
+    a, b = np.ravel(a), np.ravel(b)
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return None
+    return float(stats.spearmanr(a, b).statistic)
+
+
+def label_weights(labels: Mapping[str, np.ndarray], tau: float,
+                  taus: Sequence[float] = WEIGHT_TAUS) -> dict[str, Any]:
+    """What Eq. 4's weights W(s) (1 above tau, else the confidence s) do to the completed
+    pseudo-labels' error: the share of joints they weigh down, the labels' mean joint error
+    (mm) on the joints above and at or below tau, Spearman's rank correlation of the
+    confidences with those errors (negative: the less confident joints are the worse
+    labelled), and the weighted mean squared error sum(W e^2) / sum(W) against the unweighted
+    one (a ratio below 1: the weights move the loss off the bad labels). The last two also for
+    each of `taus`. `labels`: the complete stage's pseudo_labels.npz (completed, gt, confidence).
+    """
+    err = _joint_errors(labels["completed"], labels["gt"])
+    conf = np.asarray(labels["confidence"], np.float64)
+    if conf.shape != err.shape:
+        raise ValueError(f"confidence must be {err.shape} (one per label joint), got {conf.shape}")
+    squared = float(np.mean(err ** 2))
+
+    def weighted(t: float) -> dict[str, float]:
+        w = np.where(conf > t, 1.0, conf)
+        return {"share_weighted_down": float(np.mean(conf <= t)),
+                "weighted_mse_ratio": float(np.sum(w * err ** 2) / np.sum(w) / squared)}
+
+    above = conf > tau
+    return {"tau": float(tau), "joints": int(err.size),
+            "error_above_tau": float(err[above].mean()) if above.any() else None,
+            "error_at_or_below_tau": float(err[~above].mean()) if (~above).any() else None,
+            "rank_correlation": _rank_correlation(conf, err),
+            **weighted(tau),
+            "taus": {str(t): weighted(t) for t in taus}}
+
+
+def bone_targets(labels: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """Eq. 5's targets against the truth: the per-video bone lengths the bone term trains
+    towards (labels["bone_lengths"], medians of the completed poses), and the per-frame bone
+    lengths of the raw predictions, of the completed labels and of the truth. Mean absolute
+    error (mm) and mean ratio to the true length, per frame and bone: a ratio below 1 means
+    short bones, which the bone term then enforces."""
+    truth = skeleton.bone_lengths(np.asarray(labels["gt"], np.float64))
+    rows = {"video_targets": np.asarray(labels["bone_lengths"], np.float64),
+            "pred": skeleton.bone_lengths(np.asarray(labels["pred"], np.float64)),
+            "completed": skeleton.bone_lengths(np.asarray(labels["completed"], np.float64))}
+    out: dict[str, Any] = {"truth_mean_length": float(truth.mean())}
+    for name, lengths in rows.items():
+        if lengths.shape != truth.shape:
+            raise ValueError(f"{name} bone lengths must be {truth.shape}, got {lengths.shape}")
+        out[name] = {"abs_error": float(np.abs(lengths - truth).mean()),
+                     "ratio_to_truth": float((lengths / truth).mean())}
     return out
 
 
@@ -592,6 +668,26 @@ def markdown(result: Mapping[str, Any]) -> str:
         if "pseudo_label_sizes" in ps:
             lines += ["Pseudo-label sizes: " + ", ".join(
                 f"{k} {_mm(v)}" for k, v in ps["pseudo_label_sizes"].items()) + ".", ""]
+    if "label_weights" in result:
+        lw = result["label_weights"]
+        lines += [f"## Eq. 4's weights and the completed labels' error ({lw['joints']} joints)", "",
+                  f"At tau = {lw['tau']}: {lw['share_weighted_down']:.1%} of the joints weighed "
+                  f"down; their labels' error {_mm(lw['error_at_or_below_tau'])} mm, the others' "
+                  f"{_mm(lw['error_above_tau'])} mm; rank correlation of confidence and error "
+                  f"{_ratio(lw['rank_correlation'])}.", "",
+                  "| tau | joints weighed down | weighted / unweighted label MSE |",
+                  "|---:|---:|---:|"]
+        lines += [f"| {t} | {v['share_weighted_down']:.1%} | {v['weighted_mse_ratio']:.3f} |"
+                  for t, v in lw["taus"].items()]
+        lines.append("")
+    if "bone_targets" in result:
+        bt = result["bone_targets"]
+        lines += ["## Bone lengths against the truth's, per frame and bone", "",
+                  f"True bones: {_mm(bt['truth_mean_length'])} mm on average.", "",
+                  "| lengths of | mean abs. error (mm) | ratio to the truth |", "|---|---:|---:|"]
+        lines += [f"| {name} | {_mm(bt[name]['abs_error'])} | {_ratio(bt[name]['ratio_to_truth'])}"
+                  " |" for name in ("video_targets", "pred", "completed")]
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -625,6 +721,11 @@ def main(argv: Sequence[str]) -> None:
         "fit": lambda: {k: v for k, v in run_fit(config, workdir, FLAGS.fit_frames).items()
                         if k != "index"},
         "pose_scale": lambda: pose_scale(workdir),
+        "label_weights": lambda: label_weights(
+            stages._load_npz(workdir.require("complete", "pseudo_labels.npz")),
+            float(config.finetune.tau)),
+        "bone_targets": lambda: bone_targets(
+            stages._load_npz(workdir.require("complete", "pseudo_labels.npz"))),
     }
     # Sections not asked for this time keep what an earlier run wrote.
     path = os.path.join(wd_path, "diagnose.json")

@@ -399,6 +399,72 @@ def test_diagnostics_match_numpy(quick_run, quick_config):
 
 
 
+def _spearman_reference(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rho by hand: Pearson's correlation of the ranks, ties at their mean rank."""
+    def ranks(x):
+        order = np.argsort(x, kind="stable")
+        r = np.empty(len(x))
+        r[order] = np.arange(1, len(x) + 1)
+        for value in np.unique(x):
+            r[x == value] = r[x == value].mean()
+        return r
+    ra, rb = ranks(np.ravel(a)), ranks(np.ravel(b))
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    return float((ra * rb).sum() / np.sqrt((ra * ra).sum() * (rb * rb).sum()))
+
+
+def test_label_weights_and_bone_targets_against_loops():
+    """`label_weights` against per-joint float64 loops on labels whose joint errors have known
+    sizes, falling with the confidence (a rank correlation of exactly -1); `bone_targets` on
+    labels that are scaled copies of the truth (ratios 0.9 and 1.1 exactly)."""
+    from experiments import diagnose
+    rng = np.random.default_rng(5)
+    n, root = 12, skeleton.ROOT
+    gt = rng.normal(0.0, 300.0, (n, 16, 3))
+    conf = rng.uniform(0.01, 0.99, (n, 16))
+    conf[:, root] = 1.0
+    size = 60.0 * (1.0 - conf)  # mm; the root is exact, so root-relative errors keep their size
+    direction = rng.normal(size=(n, 16, 3))
+    direction /= np.linalg.norm(direction, axis=-1, keepdims=True)
+    labels = {"gt": gt, "completed": gt + size[..., None] * direction, "confidence": conf}
+    tau = 0.5
+    out = diagnose.label_weights(labels, tau, taus=(0.0, 0.5, 1.0))
+    above = [size[i, j] for i in range(n) for j in range(16) if conf[i, j] > tau]
+    below = [size[i, j] for i in range(n) for j in range(16) if conf[i, j] <= tau]
+    assert out["joints"] == n * 16
+    assert out["error_above_tau"] == pytest.approx(np.mean(above))
+    assert out["error_at_or_below_tau"] == pytest.approx(np.mean(below))
+    assert out["share_weighted_down"] == pytest.approx(len(below) / (n * 16))
+    assert out["rank_correlation"] == pytest.approx(-1.0)
+    noisy = conf + rng.normal(0.0, 0.2, conf.shape)
+    assert diagnose._rank_correlation(noisy, size) == pytest.approx(
+        _spearman_reference(noisy, size))
+    for t in (0.0, 0.5, 1.0):
+        weights = [[1.0 if conf[i, j] > t else conf[i, j] for j in range(16)] for i in range(n)]
+        num = sum(weights[i][j] * size[i, j] ** 2 for i in range(n) for j in range(16))
+        den = sum(weights[i][j] for i in range(n) for j in range(16))
+        plain = np.mean(size ** 2)
+        assert out["taus"][str(t)]["weighted_mse_ratio"] == pytest.approx(num / den / plain)
+    assert out["taus"]["0.0"]["weighted_mse_ratio"] == pytest.approx(1.0)  # nothing weighed down
+    assert out["taus"]["1.0"]["weighted_mse_ratio"] < 1.0  # confidence-weighted: the bad go down
+    with pytest.raises(ValueError, match="confidence must be"):
+        diagnose.label_weights({**labels, "confidence": conf[:, :15]}, tau)
+
+    sequence_id = np.repeat([0, 1, 2], 4)
+    completed = diagnose.scaled_about_root(gt, 0.9)
+    targets = stages.video_bone_lengths(completed, sequence_id)
+    bones = diagnose.bone_targets({"gt": gt, "pred": diagnose.scaled_about_root(gt, 1.1),
+                                   "completed": completed, "bone_lengths": targets})
+    true = skeleton.bone_lengths(gt)
+    assert bones["truth_mean_length"] == pytest.approx(true.mean())
+    assert bones["completed"]["ratio_to_truth"] == pytest.approx(0.9)
+    assert bones["pred"]["ratio_to_truth"] == pytest.approx(1.1)
+    assert bones["completed"]["abs_error"] == pytest.approx(0.1 * true.mean())
+    assert bones["video_targets"]["abs_error"] == pytest.approx(np.mean(
+        [abs(targets[i, b] - true[i, b]) for i in range(n) for b in range(skeleton.NUM_BONES)]),
+        rel=1e-5)
+
+
 def test_pose_scale_closed_forms_and_section(quick_run, quick_config):
     """`pose_size` is the mean joint distance from the pelvis; scaling about the root scales it
     exactly and keeps the root; `best_scale` recovers the factor of predictions that are a
@@ -554,7 +620,8 @@ def test_diagnose_program_writes_json_and_markdown(quick_run, tmp_path):
     assert text in proc.stdout
     for heading in ("## 2D detector", "## The baseline's error on the unlabelled frames",
                     "## Completion on", "## Share of the labels' error", "## Error over time",
-                    "## Test-time views on 4"):
+                    "## Test-time views on 4", "## Eq. 4's weights and the completed labels'",
+                    "## Bone lengths against the truth's"):
         assert heading in text
     completion_row = result["completion"]["taus"]["0.16"]
     assert f"| 0.16 | {completion_row['share_confident']:.2f} | " \
@@ -565,6 +632,11 @@ def test_diagnose_program_writes_json_and_markdown(quick_run, tmp_path):
             f"{completed['lag_correlation']['1']:.2f} |") in text
     assert f"| average of the views | {result['test_time_views']['view_average_mpjpe']:.1f} |" \
         in text
+    weights = result["label_weights"]["taus"]["0.7"]
+    assert f"| 0.7 | {weights['share_weighted_down']:.1%} | {weights['weighted_mse_ratio']:.3f} |" \
+        in text
+    bones = result["bone_targets"]["video_targets"]
+    assert f"| video_targets | {bones['abs_error']:.1f} | {bones['ratio_to_truth']:.2f} |" in text
 
     assert "## Fit:" in text
     assert result["fit"]["frames"] == {"labelled": 4, "unlabelled": 4, "validation": 4}
