@@ -436,15 +436,26 @@ def video_bone_lengths(poses: np.ndarray, sequence_id: np.ndarray) -> np.ndarray
     return out.astype(np.float32)
 
 
+# `complete.bone_lengths_from`: the poses whose per-video median bone lengths the bone term
+# trains towards: the completed ones (the paper) or the raw predictions.
+BONE_LENGTH_SOURCES: tuple[str, ...] = ("completed", "pred")
+
+
 def complete(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
-    """Pseudo-labels: the completed predictions of every unlabelled video (paper Sec. 3.2)."""
+    """Pseudo-labels: the completed predictions of every unlabelled video (paper Sec. 3.2), and
+    per-video bone lengths from the poses `complete.bone_lengths_from` names."""
+    bone_source = config.complete.get("bone_lengths_from", "completed")
+    if bone_source not in BONE_LENGTH_SOURCES:
+        raise ValueError(f"unknown complete.bone_lengths_from {bone_source!r}; "
+                         f"valid: {', '.join(BONE_LENGTH_SOURCES)}")
     preds = _load_npz(workdir.require("predict", "predictions.npz"))
     start = time.time()
     completed, interp, observed, stats = complete_videos(
         preds, config.complete.tau, solver_config(config), config.complete.max_window)
     stats["seconds"] = round(time.time() - start, 2)
+    bone_poses = {"completed": completed, "pred": preds["pred"]}[bone_source]
     out = dict(preds, completed=completed, interp=interp, observed=observed,
-               bone_lengths=video_bone_lengths(completed, preds["sequence_id"]))
+               bone_lengths=video_bone_lengths(bone_poses, preds["sequence_id"]))
     _save_npz(workdir.file("complete", "pseudo_labels.npz"), out)
     with open(workdir.file("complete", "solver_stats.json"), "w") as f:
         json.dump(stats, f, indent=2)

@@ -27,7 +27,8 @@ _ADDED_FIELDS: dict[str, Any] = {"finetune.loss": "eq2", "finetune.labelled_frac
                                  "predict.average_views": False, "predict.teacher_workdirs": [],
                                  "model.channels": 0, "finetune.augment_unlabelled": True,
                                  "finetune.freeze_batchnorm": False,
-                                 "finetune.max_normalised_step": 0.0}
+                                 "finetune.max_normalised_step": 0.0,
+                                 "complete.bone_lengths_from": "completed"}
 
 
 def with_added_fields(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -357,6 +357,30 @@ def test_bone_lengths_are_per_video(quick_run):
     assert len({tuple(np.round(m, 3)) for m in medians}) > 1  # videos get their own lengths
 
 
+def test_bone_lengths_from_the_raw_predictions(quick_run, quick_config, tmp_path):
+    """`complete.bone_lengths_from="pred"` keeps the completed labels and takes each video's bone
+    lengths from its raw predictions (medians, as from the completed poses); an unknown source
+    is a ValueError naming the field before anything is solved."""
+    run = str(tmp_path / "run")
+    shutil.copytree(quick_run, run, ignore=shutil.ignore_patterns(
+        "complete", "finetune", "evaluate", "report", "config.json"))
+    config = copy.deepcopy(quick_config)
+    config.complete.bone_lengths_from = "pred"
+    main.run(config, run, "complete")
+    labels, paper = pseudo_labels(run), pseudo_labels(quick_run)
+    np.testing.assert_array_equal(labels["completed"], paper["completed"])
+    for vid in np.unique(labels["sequence_id"]):
+        rows = np.flatnonzero(labels["sequence_id"] == vid)
+        expected = [np.median([np.linalg.norm(labels["pred"][r, a].astype(np.float64)
+                                              - labels["pred"][r, b]) for r in rows])
+                    for a, b in skeleton.BONES]
+        np.testing.assert_allclose(labels["bone_lengths"][rows],
+                                   np.tile(expected, (len(rows), 1)), rtol=1e-5)
+    config.complete.bone_lengths_from = "truth"
+    with pytest.raises(ValueError, match="complete.bone_lengths_from 'truth'"):
+        stages.complete(config, Workdir(str(tmp_path / "other"), config))
+
+
 def test_diagnostics_match_numpy(quick_run, quick_config):
     from experiments import diagnose
     workdir = Workdir(quick_run, quick_config)

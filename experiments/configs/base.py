@@ -114,6 +114,10 @@ def get_base_config() -> ml_collections.ConfigDict:
     # -7.0% (seed 0; README for all seeds).
     c.complete.lambda_o = 10.0
     c.complete.max_iters = 150  # real predictions converge slowly; 150 costs ~40 s for 475 videos on 2 cores
+    # Which poses give each video's bone lengths, the bone term's (Eq. 5) targets: "completed"
+    # (the paper) or "pred", the raw predictions (our option: the completion shrinks the poses,
+    # so its bones come out short; `diagnose --sections=bone_targets` measures both).
+    c.complete.bone_lengths_from = "completed"
 
     c.finetune = ml_collections.ConfigDict()
     c.finetune.settings = LOSS_SETTINGS
