@@ -441,8 +441,26 @@ def video_bone_lengths(poses: np.ndarray, sequence_id: np.ndarray) -> np.ndarray
 BONE_LENGTH_SOURCES: tuple[str, ...] = ("completed", "pred")
 
 
+def rescaled_to_predictions(completed: np.ndarray, pred: np.ndarray,
+                            sequence_id: np.ndarray) -> np.ndarray:
+    """The completed poses (N, 16, 3) mm of each video scaled about their root by one factor per
+    video: the sum of the raw predictions' per-video median bone lengths over the completed
+    poses' sum. The completion shrinks poses (its bones come out about 15% short while the
+    raw predictions' have the true length); this gives the labels the predictions' size back
+    and keeps their shape."""
+    out = np.asarray(completed, np.float64).copy()
+    pred_bones = video_bone_lengths(pred, sequence_id)
+    completed_bones = video_bone_lengths(completed, sequence_id)
+    for rows in common.video_rows(sequence_id, np.zeros(len(sequence_id))):
+        factor = pred_bones[rows[0]].sum() / completed_bones[rows[0]].sum()
+        root = out[rows, skeleton.ROOT:skeleton.ROOT + 1]
+        out[rows] = root + factor * (out[rows] - root)
+    return out.astype(np.float32)
+
+
 def complete(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
-    """Pseudo-labels: the completed predictions of every unlabelled video (paper Sec. 3.2), and
+    """Pseudo-labels: the completed predictions of every unlabelled video (paper Sec. 3.2),
+    rescaled to the raw predictions' size when `complete.rescale_to_predictions` is set, and
     per-video bone lengths from the poses `complete.bone_lengths_from` names."""
     bone_source = config.complete.get("bone_lengths_from", "completed")
     if bone_source not in BONE_LENGTH_SOURCES:
@@ -453,6 +471,8 @@ def complete(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
     completed, interp, observed, stats = complete_videos(
         preds, config.complete.tau, solver_config(config), config.complete.max_window)
     stats["seconds"] = round(time.time() - start, 2)
+    if config.complete.get("rescale_to_predictions", False):
+        completed = rescaled_to_predictions(completed, preds["pred"], preds["sequence_id"])
     bone_poses = {"completed": completed, "pred": preds["pred"]}[bone_source]
     out = dict(preds, completed=completed, interp=interp, observed=observed,
                bone_lengths=video_bone_lengths(bone_poses, preds["sequence_id"]))

@@ -28,7 +28,8 @@ _ADDED_FIELDS: dict[str, Any] = {"finetune.loss": "eq2", "finetune.labelled_frac
                                  "model.channels": 0, "finetune.augment_unlabelled": True,
                                  "finetune.freeze_batchnorm": False,
                                  "finetune.max_normalised_step": 0.0,
-                                 "complete.bone_lengths_from": "completed"}
+                                 "complete.bone_lengths_from": "completed",
+                                 "complete.rescale_to_predictions": False}
 
 
 def with_added_fields(config: Mapping[str, Any]) -> dict[str, Any]:

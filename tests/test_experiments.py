@@ -357,6 +357,26 @@ def test_bone_lengths_are_per_video(quick_run):
     assert len({tuple(np.round(m, 3)) for m in medians}) > 1  # videos get their own lengths
 
 
+def test_rescaled_to_predictions_undoes_a_per_video_shrink():
+    """Completed poses that are the predictions shrunk about the root by a factor of their
+    video's (0.85, 0.9) come back as the predictions exactly; other videos' factors do not leak,
+    and the pose shapes (directions from the root) are kept."""
+    rng = np.random.default_rng(2)
+    pred = rng.normal(0.0, 300.0, (9, 16, 3)) + [0.0, 0.0, 4000.0]
+    sequence_id = np.array([3, 3, 3, 3, 7, 7, 7, 7, 7])
+    shrink = np.where(sequence_id == 3, 0.85, 0.9)[:, None, None]
+    root = pred[:, skeleton.ROOT:skeleton.ROOT + 1]
+    completed = root + shrink * (pred - root)
+    np.testing.assert_allclose(stages.rescaled_to_predictions(completed, pred, sequence_id),
+                               pred, atol=1e-2)
+    # A video whose completion kept the size is left alone.
+    mixed = completed.copy()
+    mixed[sequence_id == 7] = pred[sequence_id == 7]
+    out = stages.rescaled_to_predictions(mixed, pred, sequence_id)
+    np.testing.assert_allclose(out[sequence_id == 7], pred[sequence_id == 7], atol=1e-2)
+    np.testing.assert_allclose(out[sequence_id == 3], pred[sequence_id == 3], atol=1e-2)
+
+
 def test_bone_lengths_from_the_raw_predictions(quick_run, quick_config, tmp_path):
     """`complete.bone_lengths_from="pred"` keeps the completed labels and takes each video's bone
     lengths from its raw predictions (medians, as from the completed poses); an unknown source

@@ -118,6 +118,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     # (the paper) or "pred", the raw predictions (our option: the completion shrinks the poses,
     # so its bones come out short; `diagnose --sections=bone_targets` measures both).
     c.complete.bone_lengths_from = "completed"
+    # Our option: scale each video's completed poses about the root to the raw predictions'
+    # bone lengths (`stages.rescaled_to_predictions`), undoing the completion's shrinkage.
+    c.complete.rescale_to_predictions = False
 
     c.finetune = ml_collections.ConfigDict()
     c.finetune.settings = LOSS_SETTINGS
