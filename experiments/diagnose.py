@@ -346,7 +346,8 @@ def label_weights(labels: Mapping[str, np.ndarray], tau: float,
 
 def bone_targets(labels: Mapping[str, np.ndarray]) -> dict[str, Any]:
     """Eq. 5's targets against the truth: the per-video bone lengths the bone term trains
-    towards (labels["bone_lengths"], medians of the completed poses), and the per-frame bone
+    towards (labels["bone_lengths"]: per-video medians of the completed poses, or of the raw
+    predictions with `complete.bone_lengths_from="pred"`), and the per-frame bone
     lengths of the raw predictions, of the completed labels and of the truth. Mean absolute
     error (mm) and mean ratio to the true length, per frame and bone: a ratio below 1 means
     short bones, which the bone term then enforces."""
