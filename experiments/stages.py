@@ -626,8 +626,11 @@ class PseudoLabels:
         return out
 
 
-def finetune_loss_fn(spec, k: int, tau: float, gamma: float) -> Callable:
-    """Eq. 2 on root-relative mm coordinates from the local soft-argmax (paper Sec. 3.3)."""
+def finetune_loss_fn(spec, k: int, tau: float, gamma: float,
+                     per_frame_normalised: bool = False) -> Callable:
+    """Eq. 2 on root-relative mm coordinates from the local soft-argmax (paper Sec. 3.3);
+    `per_frame_normalised`: each frame's Eq. 4 weights scaled to sum to its joint count (our
+    option, `finetune.normalise_weights`)."""
 
     def loss_fn(outputs, batch):
         pose, _ = predict_pose_mm(outputs["volume"], batch["intrinsics"], batch["center"],
@@ -635,7 +638,8 @@ def finetune_loss_fn(spec, k: int, tau: float, gamma: float) -> Callable:
         pred = pose - pose[:, skeleton.ROOT:skeleton.ROOT + 1]
         target = batch["pose3d"] - batch["pose3d"][:, skeleton.ROOT:skeleton.ROOT + 1]
         loss, parts = finetune_loss(pred, target, batch["confidence"], batch["bone_lengths"],
-                                    tau=tau, gamma=gamma)
+                                    tau=tau, gamma=gamma,
+                                    per_frame_normalised=per_frame_normalised)
         return loss, parts
 
     return loss_fn
@@ -692,7 +696,8 @@ def finetune(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
                                          float(config.train3d.get("coordinate_weight", 0.0)))
         else:
             loss_fn = finetune_loss_fn(spec, config.model.softargmax_k, c.tau,
-                                       c.gamma if bones else 0.0)
+                                       c.gamma if bones else 0.0,
+                                       bool(c.get("normalise_weights", False)))
         state = _train(config, stage_dir, module, loss_fn, init, pipe, steps=steps, tx=tx,
                        frozen=("detector",),
                        apply_kwargs={"train_detector": False,

@@ -29,7 +29,8 @@ _ADDED_FIELDS: dict[str, Any] = {"finetune.loss": "eq2", "finetune.labelled_frac
                                  "finetune.freeze_batchnorm": False,
                                  "finetune.max_normalised_step": 0.0,
                                  "complete.bone_lengths_from": "completed",
-                                 "complete.rescale_to_predictions": False}
+                                 "complete.rescale_to_predictions": False,
+                                 "finetune.normalise_weights": False}
 
 
 def with_added_fields(config: Mapping[str, Any]) -> dict[str, Any]:

@@ -44,7 +44,8 @@ def fidelity_weights(scores: jax.Array, tau: float) -> jax.Array:
 
 
 def weighted_fidelity_loss(pred: jax.Array, target: jax.Array, scores: jax.Array,
-                           tau: float = 0.7, reduction: Reduction = "mean") -> jax.Array:
+                           tau: float = 0.7, reduction: Reduction = "mean",
+                           per_frame_normalised: bool = False) -> jax.Array:
     """Eq. 3: sum over joints of W(s_ij) * ||pred_ij - target_ij||^2, reduced over frames.
 
     Args:
@@ -54,6 +55,9 @@ def weighted_fidelity_loss(pred: jax.Array, target: jax.Array, scores: jax.Array
         (no gradient flows into the weights).
       tau: Eq. 4 threshold.
       reduction: "mean" over frames (default) or "sum" (the paper's literal Eq. 3).
+      per_frame_normalised: our option: scale each frame's weights to sum to its number of
+        joints, so that Eq. 4 only moves weight between a frame's joints and every frame
+        counts as much as an unweighted one.
     Returns:
       scalar, mm^2.
     """
@@ -63,6 +67,9 @@ def weighted_fidelity_loss(pred: jax.Array, target: jax.Array, scores: jax.Array
     if scores.shape != pred.shape[:-1]:
         raise ValueError(f"scores must be {pred.shape[:-1]}, got shape {scores.shape}")
     w = jax.lax.stop_gradient(fidelity_weights(scores, tau))
+    if per_frame_normalised:  # a frame of all-zero scores keeps zero weights
+        total = jnp.sum(w, axis=-1, keepdims=True)
+        w = jnp.where(total > 0, w * w.shape[-1] / jnp.where(total > 0, total, 1.0), 0.0)
     sq = jnp.sum((pred - target) ** 2, axis=-1)  # (..., 16)
     return _reduce(jnp.sum(w * sq, axis=-1), reduction)
 
@@ -100,7 +107,8 @@ def bone_consistency_loss(pred: jax.Array, bone_lengths: jax.Array,
 
 def finetune_loss(pred: jax.Array, target: jax.Array, scores: jax.Array,
                   bone_lengths: jax.Array, tau: float = 0.7, gamma: float = 1.0,
-                  reduction: Reduction = "mean") -> tuple[jax.Array, dict[str, jax.Array]]:
+                  reduction: Reduction = "mean", per_frame_normalised: bool = False
+                  ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Eq. 2: L = Sw + gamma * U.
 
     Args: as `weighted_fidelity_loss` and `bone_consistency_loss`; gamma >= 0 weighs U (gamma = 0
@@ -110,6 +118,6 @@ def finetune_loss(pred: jax.Array, target: jax.Array, scores: jax.Array,
     """
     if isinstance(gamma, (int, float)) and not gamma >= 0:
         raise ValueError(f"gamma must be >= 0, got {gamma}")
-    sw = weighted_fidelity_loss(pred, target, scores, tau, reduction)
+    sw = weighted_fidelity_loss(pred, target, scores, tau, reduction, per_frame_normalised)
     u = bone_consistency_loss(pred, bone_lengths, reduction)
     return sw + gamma * u, {"fidelity": sw, "bone": u}

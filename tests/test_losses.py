@@ -80,6 +80,26 @@ def test_bone_gradient_closed_form_and_finite_at_zero_length():
     assert np.all(np.isfinite(np.asarray(g0)))
 
 
+def test_per_frame_normalised_weights_by_hand():
+    """`per_frame_normalised` scales each frame's Eq. 4 weights to sum to 16: frame 0's weights
+    (1, 0.5, and 14 ones) sum to 15.5, frame 1's (0.7 and 15 ones) to 15.7; a frame whose
+    weights are all 1 is unchanged, and a frame of zero scores keeps zero weight (no NaN)."""
+    pred, target, scores = map(jnp.asarray, _fidelity_case())
+    frame0 = (25.0 * 1.0 + 1.0 * 0.5) * 16 / 15.5
+    frame1 = 4.0 * 0.7 * 16 / 15.7
+    assert float(weighted_fidelity_loss(pred, target, scores, 0.7, "sum",
+                                        per_frame_normalised=True)) == pytest.approx(
+        frame0 + frame1, rel=1e-6)
+    ones = jnp.ones_like(scores)
+    assert float(weighted_fidelity_loss(pred, target, ones, 0.7, per_frame_normalised=True)) \
+        == pytest.approx(float(weighted_fidelity_loss(pred, target, ones, 0.7)), rel=1e-6)
+    zero = scores.at[1].set(0.0)
+    value, grad = jax.value_and_grad(weighted_fidelity_loss)(pred, target, zero, 0.7, "sum",
+                                                            True)
+    assert float(value) == pytest.approx(frame0, rel=1e-6)
+    assert np.all(np.isfinite(np.asarray(grad))) and not np.any(np.asarray(grad)[1])
+
+
 def test_finetune_loss_eq2():
     pred, target, scores = _fidelity_case()
     bones = np.asarray(bone_lengths(pred.astype(np.float64)), np.float32) + 1.0  # each off by 1

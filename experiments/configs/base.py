@@ -130,6 +130,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.finetune.learning_rate = 2.5e-5
     c.finetune.gamma = 0.1
     c.finetune.tau = 0.16  # Eq. 4's threshold: the completion's tau
+    # Our option: scale each frame's Eq. 4 weights to sum to its joint count, so that the weights
+    # move the loss between a frame's joints without taking weight off pseudo-labelled frames.
+    c.finetune.normalise_weights = False
     c.finetune.checkpoint_every = 250
     c.finetune.lr_schedule = "constant"  # or "cosine": half-cosine decay to 1% at the last step
     # "eq2": the paper's loss; "supervised": the supervised stage's heatmap loss on the labels
