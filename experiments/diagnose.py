@@ -57,7 +57,7 @@ from absl import app, flags
 from experiments import common, datasets, stages
 from experiments import workdir as workdir_lib
 from experiments.workdir import Workdir
-from hourglass_jax import export, geometry, metrics, predictor, skeleton
+from hourglass_jax import export, geometry, losses, metrics, predictor, skeleton
 from hourglass_jax.data import pipeline
 
 FLAGS = flags.FLAGS
@@ -297,13 +297,6 @@ def pose_scale(workdir: Workdir, factors: Sequence[float] = SHRINK_FACTORS) -> d
 WEIGHT_TAUS = (0.16, 0.3, 0.5, 0.7, 0.9, 1.0)
 
 
-def _joint_errors(poses: np.ndarray, gt: np.ndarray) -> np.ndarray:
-    """(N, 16) mm: each joint's distance from the truth, both poses root-relative (as Eq. 2
-    compares them)."""
-    return np.linalg.norm(common.root_relative(np.asarray(poses, np.float64))
-                          - common.root_relative(np.asarray(gt, np.float64)), axis=-1)
-
-
 def _rank_correlation(a: np.ndarray, b: np.ndarray) -> float | None:
     """Spearman's rank correlation of two equally long samples (ties get their mean rank);
     None when either is constant."""
@@ -324,14 +317,16 @@ def label_weights(labels: Mapping[str, np.ndarray], tau: float,
     one (a ratio below 1: the weights move the loss off the bad labels). The last two also for
     each of `taus`. `labels`: the complete stage's pseudo_labels.npz (completed, gt, confidence).
     """
-    err = _joint_errors(labels["completed"], labels["gt"])
+    # Root-relative, as Eq. 2 compares them.
+    err = metrics.joint_errors(np.asarray(labels["completed"], np.float64),
+                               np.asarray(labels["gt"], np.float64), "mpjpe")
     conf = np.asarray(labels["confidence"], np.float64)
     if conf.shape != err.shape:
         raise ValueError(f"confidence must be {err.shape} (one per label joint), got {conf.shape}")
     squared = float(np.mean(err ** 2))
 
     def weighted(t: float) -> dict[str, float]:
-        w = np.where(conf > t, 1.0, conf)
+        w = np.asarray(losses.fidelity_weights(conf, t), np.float64)
         return {"share_weighted_down": float(np.mean(conf <= t)),
                 "weighted_mse_ratio": float(np.sum(w * err ** 2) / np.sum(w) / squared)}
 
@@ -710,6 +705,13 @@ def main(argv: Sequence[str]) -> None:
     if {"unlabelled_error_components", "completion"} & set(sections):
         preds = stages._load_npz(workdir.require("predict", "predictions.npz"))
     taus = [float(t) for t in FLAGS.taus.split(",") if t]
+    labels: dict[str, np.ndarray] = {}
+
+    def pseudo_labels() -> dict[str, np.ndarray]:  # read once, for the sections that need it
+        if not labels:
+            labels.update(stages._load_npz(workdir.require("complete", "pseudo_labels.npz")))
+        return labels
+
     compute = {
         "detector": lambda: detector_errors(config, workdir, FLAGS.frames),
         "unlabelled_error_components": lambda: error_components(preds["pred"], preds["gt"]),
@@ -722,11 +724,8 @@ def main(argv: Sequence[str]) -> None:
         "fit": lambda: {k: v for k, v in run_fit(config, workdir, FLAGS.fit_frames).items()
                         if k != "index"},
         "pose_scale": lambda: pose_scale(workdir),
-        "label_weights": lambda: label_weights(
-            stages._load_npz(workdir.require("complete", "pseudo_labels.npz")),
-            float(config.finetune.tau)),
-        "bone_targets": lambda: bone_targets(
-            stages._load_npz(workdir.require("complete", "pseudo_labels.npz"))),
+        "label_weights": lambda: label_weights(pseudo_labels(), float(config.finetune.tau)),
+        "bone_targets": lambda: bone_targets(pseudo_labels()),
     }
     # Sections not asked for this time keep what an earlier run wrote.
     path = os.path.join(wd_path, "diagnose.json")

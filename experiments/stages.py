@@ -449,10 +449,11 @@ def rescaled_to_predictions(completed: np.ndarray, pred: np.ndarray,
     raw predictions' have the true length); this gives the labels the predictions' size back
     and keeps their shape."""
     out = np.asarray(completed, np.float64).copy()
-    pred_bones = video_bone_lengths(pred, sequence_id)
-    completed_bones = video_bone_lengths(completed, sequence_id)
+    pred_bones = skeleton.bone_lengths(np.asarray(pred, np.float64))
+    completed_bones = skeleton.bone_lengths(out)
     for rows in common.video_rows(sequence_id, np.zeros(len(sequence_id))):
-        factor = pred_bones[rows[0]].sum() / completed_bones[rows[0]].sum()
+        factor = (np.median(pred_bones[rows], axis=0).sum()
+                  / np.median(completed_bones[rows], axis=0).sum())
         root = out[rows, skeleton.ROOT:skeleton.ROOT + 1]
         out[rows] = root + factor * (out[rows] - root)
     return out.astype(np.float32)
