@@ -305,6 +305,25 @@ def test_lookahead_prepares_the_next_batches_without_changing_them(tiny):
     assert ahead._pool is None
 
 
+def test_many_lookahead_workers_give_the_same_batches_in_order(tiny):
+    """Four threads preparing six batches at once (a many-core host) yield exactly the batches of
+    the synchronous pipeline, in step order, also across a jump back; lookahead defaults to two
+    batches per worker; fewer than one worker is refused."""
+    many = pl.TrainPipeline(tiny["train"], global_batch_size=8, seed=5, workers=4)
+    plain = pl.TrainPipeline(tiny["train"], global_batch_size=8, seed=5, lookahead=0)
+    try:
+        assert (many.workers, many.lookahead) == (4, 8)
+        for step in (0, 1, 2, 3, 9, 10, 1):
+            assert _same(many.batch_at(step), plain.batch_at(step))
+            assert sorted(many._ahead) == list(range(step + 1, step + 9))
+        assert many._pool._max_workers == 4
+    finally:
+        many.close()
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        pl.TrainPipeline(tiny["train"], global_batch_size=8, seed=5, workers=0)
+    assert 1 <= pl.default_workers() <= 16
+
+
 def test_pose_to_unaugmented_undoes_every_random_augmentation(tiny):
     """The augmented 3D target mapped back equals the original one, for flips and any rotation;
     a wrong inverse (no un-flip, or the rotation's sign) would miss by the pose's extent."""
