@@ -1,4 +1,6 @@
 """grain pipelines and the paper's augmentation on the `tiny` embedded dataset."""
+import concurrent.futures
+
 import numpy as np
 import pytest
 
@@ -306,10 +308,11 @@ def test_lookahead_prepares_the_next_batches_without_changing_them(tiny):
 
 
 def test_many_lookahead_workers_give_the_same_batches_in_order(tiny):
-    """Four threads preparing six batches at once (a many-core host) yield exactly the batches of
+    """Four threads preparing eight batches at once (a many-core host) yield exactly the batches of
     the synchronous pipeline, in step order, also across a jump back; lookahead defaults to two
     batches per worker; fewer than one worker is refused."""
-    many = pl.TrainPipeline(tiny["train"], global_batch_size=8, seed=5, workers=4)
+    many = pl.TrainPipeline(tiny["train"], global_batch_size=8, seed=5, workers=4,
+                            worker_kind="thread")
     plain = pl.TrainPipeline(tiny["train"], global_batch_size=8, seed=5, lookahead=0)
     try:
         assert (many.workers, many.lookahead) == (4, 8)
@@ -322,6 +325,30 @@ def test_many_lookahead_workers_give_the_same_batches_in_order(tiny):
     with pytest.raises(ValueError, match="workers must be >= 1"):
         pl.TrainPipeline(tiny["train"], global_batch_size=8, seed=5, workers=0)
     assert 1 <= pl.default_workers() <= 16
+
+
+def test_worker_processes_give_the_same_batches_as_the_synchronous_pipeline(tiny):
+    """Two spawned worker processes (the default kind for several workers), with a relabelling
+    closure that has to travel to them: the same batches in step order, also after a jump; an
+    unknown kind is refused."""
+    shift = np.float32(7.0)
+
+    def relabel(sample):
+        return {**sample, "pose3d": sample["pose3d"] + shift}
+
+    kwargs = dict(global_batch_size=8, seed=3, relabel=relabel)
+    procs = pl.TrainPipeline(tiny["train"], workers=2, lookahead=3, **kwargs)
+    plain = pl.TrainPipeline(tiny["train"], lookahead=0, **kwargs)
+    try:
+        assert procs.worker_kind == "process"
+        for step in (0, 1, 2, 3, 8, 9, 2):
+            assert _same(procs.batch_at(step), plain.batch_at(step))
+        assert isinstance(procs._pool, concurrent.futures.ProcessPoolExecutor)
+    finally:
+        procs.close()
+    assert procs._pool is None
+    with pytest.raises(ValueError, match="worker_kind must be one of"):
+        pl.TrainPipeline(tiny["train"], global_batch_size=8, seed=3, worker_kind="fibre")
 
 
 def test_pose_to_unaugmented_undoes_every_random_augmentation(tiny):
