@@ -27,6 +27,7 @@ setup(
         "tensorflow-datasets>=4.9.7",
         "array-record>=0.5",
         "grain>=0.2.4",
+        "cloudpickle>=2.0",
         "etils[epath,epy]>=1.7",
         "importlib_resources>=6.0",
         "pillow>=10.0",

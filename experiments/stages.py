@@ -93,11 +93,14 @@ class Preempted(RuntimeError):
 def _train(config, stage_dir: str, module, loss_fn, init_state, pipe, *, steps: int,
            tx, frozen=(), apply_kwargs=None, checkpoint_every: int, run_meta: dict):
     batch_size = pipe.global_batch_size
-    state = fit(module, loss_fn, tx,
-                init_state, lambda s: common.device_batch(pipe.batch_at(s)),
-                workdir=stage_dir, total_steps=steps, mesh=_mesh_for(batch_size), frozen=frozen,
-                apply_kwargs=apply_kwargs, checkpoint_every=checkpoint_every,
-                log_every=config.log_every, run_meta=run_meta, best_metric=None)
+    try:
+        state = fit(module, loss_fn, tx,
+                    init_state, lambda s: common.device_batch(pipe.batch_at(s)),
+                    workdir=stage_dir, total_steps=steps, mesh=_mesh_for(batch_size),
+                    frozen=frozen, apply_kwargs=apply_kwargs, checkpoint_every=checkpoint_every,
+                    log_every=config.log_every, run_meta=run_meta, best_metric=None)
+    finally:
+        pipe.close()  # its worker processes or threads end with the stage
     taken = int(jax.device_get(state.step))
     if taken < steps:  # `fit` returns early only on SIGTERM
         raise Preempted(stage_dir, taken, steps)
