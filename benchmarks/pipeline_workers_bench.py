@@ -110,9 +110,8 @@ def main(argv: list[str] | None = None) -> None:
     data_dir = a.data_dir or mr.cached_data_dir(a.config)
     builder = tfds.builder(f"mocap_render/{a.config}", data_dir=data_dir)
     source = builder.as_data_source(split=a.split)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     result = {"benchmark": "pipeline_workers", "config": a.config, "split": a.split,
-              "batch": a.batch, "timed_batches": a.batches, "cores": cores,
+              "batch": a.batch, "timed_batches": a.batches, "cores": pl.available_cores(),
               "jax": jax.__version__, "backend": jax.default_backend()}
 
     def make(**kw) -> pl.TrainPipeline:

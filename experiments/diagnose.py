@@ -45,6 +45,7 @@ Works on the embedded dataset's protocols (it reads the `pretrain2d` split).
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 from typing import Any, Mapping, Sequence
@@ -705,12 +706,10 @@ def main(argv: Sequence[str]) -> None:
     if {"unlabelled_error_components", "completion"} & set(sections):
         preds = stages._load_npz(workdir.require("predict", "predictions.npz"))
     taus = [float(t) for t in FLAGS.taus.split(",") if t]
-    labels: dict[str, np.ndarray] = {}
 
-    def pseudo_labels() -> dict[str, np.ndarray]:  # read once, for the sections that need it
-        if not labels:
-            labels.update(stages._load_npz(workdir.require("complete", "pseudo_labels.npz")))
-        return labels
+    @functools.cache  # read once, for the sections that need it
+    def pseudo_labels() -> dict[str, np.ndarray]:
+        return stages._load_npz(workdir.require("complete", "pseudo_labels.npz"))
 
     compute = {
         "detector": lambda: detector_errors(config, workdir, FLAGS.frames),

@@ -451,15 +451,11 @@ def rescaled_to_predictions(completed: np.ndarray, pred: np.ndarray,
     poses' sum. The completion shrinks poses (its bones come out about 15% short while the
     raw predictions' have the true length); this gives the labels the predictions' size back
     and keeps their shape."""
-    out = np.asarray(completed, np.float64).copy()
-    pred_bones = skeleton.bone_lengths(np.asarray(pred, np.float64))
-    completed_bones = skeleton.bone_lengths(out)
-    for rows in common.video_rows(sequence_id, np.zeros(len(sequence_id))):
-        factor = (np.median(pred_bones[rows], axis=0).sum()
-                  / np.median(completed_bones[rows], axis=0).sum())
-        root = out[rows, skeleton.ROOT:skeleton.ROOT + 1]
-        out[rows] = root + factor * (out[rows] - root)
-    return out.astype(np.float32)
+    completed = np.asarray(completed, np.float64)
+    factor = (video_bone_lengths(pred, sequence_id).sum(-1)
+              / video_bone_lengths(completed, sequence_id).sum(-1))  # (N,): one per video
+    root = completed[:, skeleton.ROOT:skeleton.ROOT + 1]
+    return (root + factor[:, None, None] * (completed - root)).astype(np.float32)
 
 
 def complete(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:

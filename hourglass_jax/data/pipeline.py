@@ -189,15 +189,19 @@ def stack(samples: Sequence[dict]) -> dict:
 WORKER_KINDS = ("thread", "process")
 
 
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the OS tells it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def default_workers() -> int:
     """Workers a TrainPipeline prepares batches in by default: all but one of the cores this
     process may run on (the training step needs one), at least 1, at most 8 (each worker process
     holds its own imports: about 100 MB of its own, measured on `small_styled_wide`)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    return max(1, min(8, cores - 1))
+    return max(1, min(8, available_cores() - 1))
 
 
 _WORKER_DATASET = None  # in a worker process: the pipeline's grain dataset
