@@ -4,6 +4,8 @@ A training loop (`train.fit`) asks for batch s, s + 1, ... in order; the pipelin
 next `lookahead` batches in its workers meanwhile. This benchmark asks for batches the same way,
 with nothing else to do in between, so it measures the most the pipeline can deliver:
 * baseline: the synchronous pipeline (lookahead 0), one batch at a time in the caller;
+* pipe: one batch's round trip to a spawned process, with float32 images (the baseline) and
+  with the uint8 images worker processes send (the parent converts them);
 * `thread_W` / `process_W`: W workers of that kind, lookahead 2 W, after their start-up
   (`startup_s`: until the first prepared batch is ready; spawned processes import the
   pipeline's modules first).
@@ -26,7 +28,9 @@ named split is opened, so a copy of the data directory holding that split's file
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
+import multiprocessing
 import os
 import sys
 import tempfile
@@ -62,6 +66,26 @@ def _rate(pipe: pl.TrainPipeline, n: int) -> tuple[float, float, dict]:
     for s in range(1, n + 1):
         pipe.batch_at(s)
     return n / (time.perf_counter() - t0), startup, first
+
+
+def _echo(batch: dict) -> dict:
+    return batch
+
+
+def _pipe_ms(batches: dict[str, dict], trips: int) -> dict[str, float]:
+    """Milliseconds per round trip of each batch to a spawned process and back (pickled both
+    ways: twice what a worker's result costs), best of two rounds of `trips`."""
+    with concurrent.futures.ProcessPoolExecutor(
+            1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        pool.submit(_echo, {}).result()  # the worker's start-up, not timed
+        best = {name: float("inf") for name in batches}
+        for _ in range(2):
+            for name, batch in batches.items():
+                t0 = time.perf_counter()
+                for _ in range(trips):
+                    pool.submit(_echo, batch).result()
+                best[name] = min(best[name], (time.perf_counter() - t0) / trips * 1e3)
+    return best
 
 
 def _train_rate(pipe: pl.TrainPipeline, steps: int) -> float:
@@ -102,6 +126,9 @@ def main(argv: list[str] | None = None) -> None:
                     help="comma-separated KIND:WORKERS, KIND thread or process")
     ap.add_argument("--batches", type=int, default=60, help="timed batches per case")
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--pipe_trips", type=int, default=20,
+                    help="round trips of one batch through a process pipe, float32 against "
+                         "uint8 images (0: skip)")
     ap.add_argument("--train_steps", type=int, default=0,
                     help="also time train.fit of the tiny detector for this many steps per case")
     a = ap.parse_args(argv)
@@ -126,6 +153,14 @@ def main(argv: list[str] | None = None) -> None:
         base_train = _train_rate(make(lookahead=0), a.train_steps)
         _log(f"synchronous, training: {base_train:.0f} images/s")
         result["baseline"]["train_images_per_s"] = round(base_train, 1)
+    if a.pipe_trips:
+        # What a worker process sends: uint8 images (`TrainPipeline._uint8_dataset`), converted
+        # in the parent, against the float32 batch the caller gets.
+        ms = _pipe_ms({"float32": ref, "uint8": sync._uint8_dataset[0]}, a.pipe_trips)
+        _log(f"pipe round trip: float32 images {ms['float32']:.2f} ms, uint8 {ms['uint8']:.2f} ms")
+        result["pipe"] = {"what": "one batch to a spawned process and back, ms",
+                          "float32_ms": round(ms["float32"], 2), "uint8_ms": round(ms["uint8"], 2),
+                          "ratio": round(ms["uint8"] / ms["float32"], 3)}
     for case in a.cases.split(","):
         kind, w = case.split(":")
         pipe = make(workers=int(w), worker_kind=kind)

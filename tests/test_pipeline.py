@@ -342,8 +342,15 @@ def test_worker_processes_give_the_same_batches_as_the_synchronous_pipeline(tiny
     try:
         assert procs.worker_kind == "process"
         for step in (0, 1, 2, 3, 8, 9, 2):
-            assert _same(procs.batch_at(step), plain.batch_at(step))
+            batch = procs.batch_at(step)
+            assert batch["image"].dtype == np.float32
+            assert _same(batch, plain.batch_at(step))
         assert isinstance(procs._pool, concurrent.futures.ProcessPoolExecutor)
+        # What a worker sends through the pipe: uint8 images, a quarter of float32's bytes,
+        # equal to the caller's batch times 255.
+        sent = procs._ahead[3].result()
+        assert sent["image"].dtype == np.uint8
+        np.testing.assert_allclose(sent["image"] / 255.0, plain.batch_at(3)["image"], atol=1e-7)
     finally:
         procs.close()
     assert procs._pool is None

@@ -156,14 +156,26 @@ def decode(record: dict, index: int) -> dict:
     return out
 
 
+def image_to_float(sample_or_batch: dict) -> dict:
+    """The image of a sample (R, R, 3) or a batch (B, R, R, 3) from uint8 to float32 in [0, 1]
+    (float images pass unchanged). Elementwise, so per sample or per batch gives the same."""
+    out = dict(sample_or_batch)
+    if out["image"].dtype == np.uint8:
+        out["image"] = out["image"].astype(np.float32) / np.float32(255.0)
+    return out
+
+
+def with_relative_pose(sample: dict) -> dict:
+    """The sample with `pose3d_rel`: pose3d minus its root joint, (16, 3) mm."""
+    sample = dict(sample)
+    sample["pose3d_rel"] = sample["pose3d"] - sample["pose3d"][ROOT:ROOT + 1]
+    return sample
+
+
 def finish(sample: dict) -> dict:
     """The last step of every pipeline, per sample: image to float32 in [0, 1] and the
     root-relative pose."""
-    sample = dict(sample)
-    if sample["image"].dtype == np.uint8:
-        sample["image"] = sample["image"].astype(np.float32) / np.float32(255.0)
-    sample["pose3d_rel"] = sample["pose3d"] - sample["pose3d"][ROOT:ROOT + 1]
-    return sample
+    return with_relative_pose(image_to_float(sample))
 
 
 class _Records:
@@ -216,6 +228,8 @@ def _worker_start(dataset_pickle: bytes) -> None:
 
 
 def _worker_batch(step: int) -> dict:
+    """Batch `step` with its images still uint8: a quarter of float32's bytes through the pipe
+    (the parent converts them, `image_to_float`)."""
     return _WORKER_DATASET[step]
 
 
@@ -284,10 +298,12 @@ class TrainPipeline:
             ds = ds.map(relabel)
         if augment:
             ds = ds.random_map(lambda s, rng: aug.random_augment(s, rng), seed=seed + 1)
-        ds = ds.map(finish)
+        ds = ds.map(with_relative_pose)
         ds = ds[pi::pc]
-        self.dataset: grain.MapDataset = ds.batch(self.local_batch_size, drop_remainder=True,
-                                                  batch_fn=stack)
+        # Batches with uint8 images: what worker processes send (4x fewer bytes than float32).
+        self._uint8_dataset = ds.batch(self.local_batch_size, drop_remainder=True,
+                                       batch_fn=stack)
+        self.dataset: grain.MapDataset = self._uint8_dataset.map(image_to_float)
 
     def batch_at(self, step: int) -> dict:
         """This process's batch number `step` (0-based; pure function of seed and step).
@@ -300,7 +316,10 @@ class TrainPipeline:
             raise ValueError(f"step must be >= 0, got {step}")
         step = int(step)
         fut = self._ahead.pop(step, None)
-        batch = fut.result() if fut is not None else self.dataset[step]
+        if fut is None:
+            batch = self.dataset[step]
+        else:  # process workers send uint8 images; converting float images is a no-op
+            batch = image_to_float(fut.result())
         if self.lookahead > 0:
             for s in [s for s in self._ahead if not step < s <= step + self.lookahead]:
                 self._ahead.pop(s).cancel()  # a jump (resume, eval): drop stale work
@@ -319,7 +338,7 @@ class TrainPipeline:
         # Spawned, not forked: a fork of a process running JAX's threads can deadlock.
         return concurrent.futures.ProcessPoolExecutor(
             max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_worker_start, initargs=(cloudpickle.dumps(self.dataset),))
+            initializer=_worker_start, initargs=(cloudpickle.dumps(self._uint8_dataset),))
 
     def close(self) -> None:
         """Stop the look-ahead threads or processes (pending batches are dropped)."""
