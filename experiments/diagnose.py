@@ -39,6 +39,9 @@ Prints JSON and the same as markdown tables (and writes `<workdir>/diagnose.json
   against the unweighted label MSE, at the run's tau and at others;
 - bone_targets: the per-video bone lengths the bone term (Eq. 5) trains towards, and the
   predictions' and labels' own, against the true bone lengths (error and ratio).
+- validation_bones: what the bone term asks of a network, on every evaluated network's
+  validation predictions: the spread of each frame's bone lengths about its video's median,
+  and their error and ratio against the true bone lengths.
 `--sections` computes only the named sections; the others keep what an earlier diagnose.json of
 the work directory holds.
 Works on the embedded dataset's protocols (it reads the `pretrain2d` split).
@@ -85,7 +88,7 @@ def _define_flags() -> None:
 SECTIONS: tuple[str, ...] = ("detector", "unlabelled_error_components", "completion",
                              "pseudo_label_own_error_share", "error_persistence",
                              "test_time_views", "fit", "pose_scale", "label_weights",
-                             "bone_targets")
+                             "bone_targets", "validation_bones")
 
 
 def detector_errors(config, workdir: Workdir, frames: int) -> dict[str, Any]:
@@ -259,6 +262,39 @@ def best_scale(pred: np.ndarray, gt: np.ndarray,
     return float(factors[i]), errors[i]
 
 
+def validation_predictions(workdir: Workdir) -> dict[str, dict[str, np.ndarray]]:
+    """Every evaluated network's validation predictions (evaluate/predictions_<name>.npz), by
+    name: the baseline and each fine-tuning setting."""
+    evaluated = os.path.dirname(workdir.require("evaluate", "predictions_baseline.npz"))
+    return {name[len("predictions_"):-len(".npz")]: stages._load_npz(os.path.join(evaluated, name))
+            for name in sorted(os.listdir(evaluated))
+            if name.startswith("predictions_") and name.endswith(".npz")}
+
+
+def bone_consistency(pred: np.ndarray, gt: np.ndarray, sequence_id: np.ndarray
+                     ) -> dict[str, float]:
+    """What Eq. 5 asks of a network, measured on its predictions (N, 16, 3) mm of whole videos:
+    `spread`, the mean absolute deviation (mm) of each frame's bone lengths from its video's
+    median (0 for a skeleton that keeps its size); `abs_error`, the mean absolute error (mm) of
+    the bone lengths against the truth's; `ratio_to_truth`, their mean ratio to the truth's."""
+    lengths = skeleton.bone_lengths(np.asarray(pred, np.float64))
+    truth = skeleton.bone_lengths(np.asarray(gt, np.float64))
+    medians = np.empty_like(lengths)
+    for rows in common.video_rows(sequence_id, np.zeros(len(sequence_id))):
+        medians[rows] = np.median(lengths[rows], axis=0)
+    return {"spread": float(np.abs(lengths - medians).mean()),
+            "abs_error": float(np.abs(lengths - truth).mean()),
+            "ratio_to_truth": float((lengths / truth).mean())}
+
+
+def validation_bones(workdir: Workdir) -> dict[str, dict[str, float]]:
+    """`bone_consistency` of every evaluated network's validation predictions, by name: whether
+    the bone term (Eq. 5) made the fine-tuned network's skeletons keep their size within a video
+    and come closer to the true bone lengths."""
+    return {name: bone_consistency(d["pred"], d["gt"], d["sequence_id"])
+            for name, d in validation_predictions(workdir).items()}
+
+
 def pose_scale(workdir: Workdir, factors: Sequence[float] = SHRINK_FACTORS) -> dict[str, Any]:
     """Pose sizes (`pose_size`, mm) of every network's validation predictions
     (evaluate/predictions_<setting>.npz) with their ratio to the truth's, their MPJPE and
@@ -266,11 +302,7 @@ def pose_scale(workdir: Workdir, factors: Sequence[float] = SHRINK_FACTORS) -> d
     MPJPE change (%) of the baseline's validation predictions scaled about the root by each of
     `factors`; and the sizes of the pseudo-labels (pred, completed, interp, gt) when the
     complete stage's output is there."""
-    evaluated = os.path.dirname(workdir.require("evaluate", "predictions_baseline.npz"))
-    predictions = {name[len("predictions_"):-len(".npz")]:
-                   stages._load_npz(os.path.join(evaluated, name))
-                   for name in sorted(os.listdir(evaluated))
-                   if name.startswith("predictions_") and name.endswith(".npz")}
+    predictions = validation_predictions(workdir)
     base = predictions["baseline"]
     truth_size = pose_size(base["gt"])  # every network predicts the same validation frames
     networks = {}
@@ -685,6 +717,13 @@ def markdown(result: Mapping[str, Any]) -> str:
         lines += [f"| {name} | {_mm(bt[name]['abs_error'])} | {_ratio(bt[name]['ratio_to_truth'])}"
                   " |" for name in ("video_targets", "pred", "completed")]
         lines.append("")
+    if "validation_bones" in result:
+        lines += ["## Bone lengths of each network's validation predictions (Eq. 5's aim)", "",
+                  "| network | spread within a video (mm) | error against the truth (mm) | "
+                  "ratio to the truth |", "|---|---:|---:|---:|"]
+        lines += [f"| {name} | {_mm(v['spread'])} | {_mm(v['abs_error'])} | "
+                  f"{_ratio(v['ratio_to_truth'])} |" for name, v in result["validation_bones"].items()]
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -725,6 +764,7 @@ def main(argv: Sequence[str]) -> None:
         "pose_scale": lambda: pose_scale(workdir),
         "label_weights": lambda: label_weights(pseudo_labels(), float(config.finetune.tau)),
         "bone_targets": lambda: bone_targets(pseudo_labels()),
+        "validation_bones": lambda: validation_bones(workdir),
     }
     # Sections not asked for this time keep what an earlier run wrote.
     path = os.path.join(wd_path, "diagnose.json")

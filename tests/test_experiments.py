@@ -547,6 +547,48 @@ def test_pose_scale_closed_forms_and_section(quick_run, quick_config):
     assert "## Pose size" in diagnose.markdown({"workdir": quick_run, "pose_scale": out})
 
 
+def test_validation_bones_closed_forms_and_section(quick_run, quick_config):
+    """`bone_consistency`: a skeleton that keeps its size within each video has no spread, and
+    a copy of the truth scaled by 1.1 has ratio 1.1 and error 0.1 of the true bones; per-frame
+    jitter gives the spread of a float64 loop over videos and bones. The section holds every
+    evaluated network of the quick run, computed here again with plain loops."""
+    from experiments import diagnose
+    rng = np.random.default_rng(2)
+    videos, frames = 3, 10
+    gt = np.repeat(rng.normal(0.0, 300.0, (videos, 1, 16, 3)), frames, axis=1)
+    gt = gt.reshape(-1, 16, 3)
+    sequence_id = np.repeat(np.arange(videos), frames)
+    true = skeleton.bone_lengths(gt)
+    still = diagnose.bone_consistency(diagnose.scaled_about_root(gt, 1.1), gt, sequence_id)
+    assert still["spread"] == pytest.approx(0.0, abs=1e-9)
+    assert still["ratio_to_truth"] == pytest.approx(1.1)
+    assert still["abs_error"] == pytest.approx(0.1 * true.mean())
+    jittered = gt + rng.normal(0.0, 20.0, gt.shape)
+    got = diagnose.bone_consistency(jittered, gt, sequence_id)
+
+    def loop_spread(pred, ids):
+        lengths = skeleton.bone_lengths(pred)
+        out = []
+        for v in np.unique(ids):
+            rows = lengths[ids == v]
+            out += [abs(rows[i, b] - np.median(rows[:, b])) for i in range(len(rows))
+                    for b in range(skeleton.NUM_BONES)]
+        return np.mean(out)
+
+    assert got["spread"] == pytest.approx(loop_spread(jittered, sequence_id))
+    assert got["spread"] > 1.0
+    out = diagnose.validation_bones(Workdir(quick_run, quick_config))
+    assert set(out) == {"baseline", *stages.SETTINGS}
+    for name, row in out.items():
+        d = np.load(os.path.join(quick_run, "evaluate", f"predictions_{name}.npz"))
+        p64, g64 = d["pred"].astype(np.float64), d["gt"].astype(np.float64)
+        assert row["spread"] == pytest.approx(loop_spread(p64, d["sequence_id"]), rel=1e-9)
+        assert row["abs_error"] == pytest.approx(
+            np.abs(skeleton.bone_lengths(p64) - skeleton.bone_lengths(g64)).mean(), rel=1e-9)
+    assert "## Bone lengths of each network" in diagnose.markdown(
+        {"workdir": quick_run, "validation_bones": out})
+
+
 def test_own_error_share_closed_forms(quick_run, quick_config):
     """`own_error_share` is 1 for labels that shrink the prediction error, 0 for errors
     orthogonal to it, 1/2 for an orthogonal part as large as the shared one, and the projection
