@@ -279,9 +279,7 @@ def bone_consistency(pred: np.ndarray, gt: np.ndarray, sequence_id: np.ndarray
     the bone lengths against the truth's; `ratio_to_truth`, their mean ratio to the truth's."""
     lengths = skeleton.bone_lengths(np.asarray(pred, np.float64))
     truth = skeleton.bone_lengths(np.asarray(gt, np.float64))
-    medians = np.empty_like(lengths)
-    for rows in common.video_rows(sequence_id, np.zeros(len(sequence_id))):
-        medians[rows] = np.median(lengths[rows], axis=0)
+    medians = stages.video_medians(lengths, sequence_id)
     return {"spread": float(np.abs(lengths - medians).mean()),
             "abs_error": float(np.abs(lengths - truth).mean()),
             "ratio_to_truth": float((lengths / truth).mean())}

@@ -430,13 +430,20 @@ def complete_videos(preds: dict[str, np.ndarray], tau: float,
     return completed.astype(np.float32), interp.astype(np.float32), observed, stats
 
 
+def video_medians(values: np.ndarray, sequence_id: np.ndarray) -> np.ndarray:
+    """Each video's median over its frames of per-frame values (N, K), repeated per frame:
+    (N, K) float64."""
+    values = np.asarray(values, np.float64)
+    out = np.empty_like(values)
+    for rows in common.video_rows(sequence_id, np.zeros(len(sequence_id))):
+        out[rows] = np.median(values[rows], axis=0)
+    return out
+
+
 def video_bone_lengths(poses: np.ndarray, sequence_id: np.ndarray) -> np.ndarray:
     """Per-video bone lengths (median over the video's frames), repeated per frame: (N, 11) mm."""
     lengths = skeleton.bone_lengths(np.asarray(poses, np.float64))
-    out = np.empty_like(lengths)
-    for rows in common.video_rows(sequence_id, np.zeros(len(sequence_id))):
-        out[rows] = np.median(lengths[rows], axis=0)
-    return out.astype(np.float32)
+    return video_medians(lengths, sequence_id).astype(np.float32)
 
 
 # `complete.bone_lengths_from`: the poses whose per-video median bone lengths the bone term

@@ -300,7 +300,8 @@ class TrainPipeline:
             ds = ds.random_map(lambda s, rng: aug.random_augment(s, rng), seed=seed + 1)
         ds = ds.map(with_relative_pose)
         ds = ds[pi::pc]
-        # Batches with uint8 images: what worker processes send (4x fewer bytes than float32).
+        # Batches with uint8 images: what the workers prepare (a process sends 4x fewer bytes
+        # than float32 through its pipe).
         self._uint8_dataset = ds.batch(self.local_batch_size, drop_remainder=True,
                                        batch_fn=stack)
         self.dataset: grain.MapDataset = self._uint8_dataset.map(image_to_float)
@@ -316,16 +317,15 @@ class TrainPipeline:
             raise ValueError(f"step must be >= 0, got {step}")
         step = int(step)
         fut = self._ahead.pop(step, None)
-        if fut is None:
-            batch = self.dataset[step]
-        else:  # process workers send uint8 images; converting float images is a no-op
-            batch = image_to_float(fut.result())
+        # Workers (threads or processes) prepare uint8 batches; the caller converts them.
+        batch = self.dataset[step] if fut is None else image_to_float(fut.result())
         if self.lookahead > 0:
             for s in [s for s in self._ahead if not step < s <= step + self.lookahead]:
                 self._ahead.pop(s).cancel()  # a jump (resume, eval): drop stale work
             if self._pool is None:
                 self._pool = self._start_pool()
-            prepare = self.dataset.__getitem__ if self.worker_kind == "thread" else _worker_batch
+            prepare = (self._uint8_dataset.__getitem__ if self.worker_kind == "thread"
+                       else _worker_batch)
             for s in range(step + 1, step + 1 + self.lookahead):
                 if s not in self._ahead:
                     self._ahead[s] = self._pool.submit(prepare, s)
