@@ -1096,6 +1096,20 @@ def test_styled_wide_config_changes_only_the_data():
     stages.check_supported(wide_config)
 
 
+def test_styled_wide_unmixed_config_changes_only_the_labelled_share():
+    """subject_s1_styled_wide_unmixed is subject_s1_styled_wide with no labelled rows in the
+    fine-tuning batches (the paper's fine-tuning): the README's runs with that one override."""
+    unmixed_config = configs.get_protocol_config("subject_s1_styled_wide_unmixed")
+    wide = flatten(configs.get_protocol_config("subject_s1_styled_wide").to_dict())
+    unmixed = flatten(unmixed_config.to_dict())
+    assert set(unmixed) == set(wide)
+    changed = {k: unmixed[k] for k in differing_fields(wide, unmixed)}
+    assert changed == {"protocol": "subject_s1_styled_wide_unmixed",
+                       "finetune.labelled_fraction": 0.0}
+    assert wide["finetune.labelled_fraction"] == 0.5
+    stages.check_supported(unmixed_config)
+
+
 def test_bad_inputs_fail_clearly(quick_run, quick_config, tmp_path):
     with pytest.raises(ValueError, match="unknown protocol 'nope'.*subject_s1"):
         configs.get_protocol_config("nope")
