@@ -74,8 +74,10 @@ DIVERGED_LOSS_GROWTH = 2.0
 def loss_growth(losses: Sequence[float], window: float = 0.2) -> float | None:
     """How far a training loss rose: the median of its last `window` share of logged values
     over the median of its first (below 1: it fell). None with fewer than 5 values (too short
-    to tell); inf when a value is not finite or the first median is not positive.
-    Compare with DIVERGED_LOSS_GROWTH."""
+    to tell); inf when a value is not finite or the loss rose from a first median of zero;
+    1.0 when it began and ended at zero (a network trained on its own predictions, frozen
+    BatchNorm, no augmentation: nothing to learn, not a divergence). Compare with
+    DIVERGED_LOSS_GROWTH."""
     if not 0.0 < window <= 0.5:
         raise ValueError(f"window must be in (0, 0.5], got {window}")
     values = [float(v) for v in losses]
@@ -84,8 +86,10 @@ def loss_growth(losses: Sequence[float], window: float = 0.2) -> float | None:
     if not all(math.isfinite(v) for v in values):
         return math.inf
     n = max(1, int(len(values) * window))
-    first = statistics.median(values[:n])
-    return statistics.median(values[-n:]) / first if first > 0 else math.inf
+    first, last = statistics.median(values[:n]), statistics.median(values[-n:])
+    if first > 0:
+        return last / first
+    return 1.0 if last == 0 else math.inf
 
 
 class ProgressLogger:

@@ -107,6 +107,10 @@ def test_loss_growth_against_numpy_medians(tmp_path):
     assert progress.loss_growth(jumping) > 5.0 >= progress.DIVERGED_LOSS_GROWTH
     assert progress.loss_growth([1.0, 2.0, 3.0, 4.0]) is None          # too short to tell
     assert progress.loss_growth([1.0, 1.0, float("nan"), 1.0, 1.0]) == float("inf")
+    # A loss that is zero throughout (fine-tuning on the network's own predictions with frozen
+    # BatchNorm and no augmentation) did not grow; one that rises from zero did.
+    assert progress.loss_growth([0.0] * 10) == 1.0 < progress.DIVERGED_LOSS_GROWTH
+    assert progress.loss_growth([0.0] * 5 + [1.0] * 5) == float("inf")
     with pytest.raises(ValueError, match="window"):
         progress.loss_growth(falling, window=0.8)
     # logged_losses reads what ProgressLogger wrote, train records only, in step order, and
