@@ -1052,14 +1052,20 @@ def test_sigterm_in_a_training_stage_stops_the_run_unfinished_and_resumes(
     assert os.path.exists(os.path.join(workdir, "train3d", "model", "model_config.json"))
 
 
+def fields_changed_from(parent_protocol, child_config):
+    """{dotted field: child's value} where a protocol's config differs from the one it is built
+    on; both must have the same fields (a new field would be another experiment's)."""
+    parent = flatten(configs.get_protocol_config(parent_protocol).to_dict())
+    child = flatten(child_config.to_dict())
+    assert set(child) == set(parent)
+    return {k: child[k] for k in differing_fields(parent, child)}
+
+
 def test_long_schedule_config_changes_only_the_schedule():
     """subject_s1_long is the S1 protocol (same split, network and losses) with the schedule of
     the README's frozen-BatchNorm runs; any other difference would make it another experiment."""
     long_config = configs.get_protocol_config("subject_s1_long")
-    demo = flatten(configs.get_protocol_config("subject_s1").to_dict())
-    long = flatten(long_config.to_dict())
-    assert set(long) == set(demo)
-    changed = {k: long[k] for k in differing_fields(demo, long)}
+    changed = fields_changed_from("subject_s1", long_config)
     assert changed == {"protocol": "subject_s1_long", "train3d.steps": 9600,
                        "finetune.freeze_batchnorm": True, "finetune.augment_unlabelled": False,
                        "finetune.labelled_fraction": 0.5, "finetune.steps": 2400,
@@ -1071,10 +1077,7 @@ def test_styled_config_changes_only_the_data_and_the_supervised_schedule():
     """subject_s1_styled is subject_s1_long on `small_styled` with 19200 train3d steps: the
     README's styled runs, made with these two overrides of subject_s1_long, are this protocol."""
     styled_config = configs.get_protocol_config("subject_s1_styled")
-    long = flatten(configs.get_protocol_config("subject_s1_long").to_dict())
-    styled = flatten(styled_config.to_dict())
-    assert set(styled) == set(long)
-    changed = {k: styled[k] for k in differing_fields(long, styled)}
+    changed = fields_changed_from("subject_s1_long", styled_config)
     assert changed == {"protocol": "subject_s1_styled", "data.builder_config": "small_styled",
                        "train3d.steps": 19200}
     assert "small_styled" in [c.name for c in mocap_render.MocapRender.BUILDER_CONFIGS]
@@ -1085,10 +1088,7 @@ def test_styled_wide_config_changes_only_the_data():
     """subject_s1_styled_wide is subject_s1_styled on `small_styled_wide` (styles twice as
     strong): the README's run with that builder-config override of subject_s1_styled."""
     wide_config = configs.get_protocol_config("subject_s1_styled_wide")
-    styled = flatten(configs.get_protocol_config("subject_s1_styled").to_dict())
-    wide = flatten(wide_config.to_dict())
-    assert set(wide) == set(styled)
-    changed = {k: wide[k] for k in differing_fields(styled, wide)}
+    changed = fields_changed_from("subject_s1_styled", wide_config)
     assert changed == {"protocol": "subject_s1_styled_wide",
                        "data.builder_config": "small_styled_wide"}
     builder_configs = {c.name: c for c in mocap_render.MocapRender.BUILDER_CONFIGS}
@@ -1100,13 +1100,10 @@ def test_styled_wide_unmixed_config_changes_only_the_labelled_share():
     """subject_s1_styled_wide_unmixed is subject_s1_styled_wide with no labelled rows in the
     fine-tuning batches (the paper's fine-tuning): the README's runs with that one override."""
     unmixed_config = configs.get_protocol_config("subject_s1_styled_wide_unmixed")
-    wide = flatten(configs.get_protocol_config("subject_s1_styled_wide").to_dict())
-    unmixed = flatten(unmixed_config.to_dict())
-    assert set(unmixed) == set(wide)
-    changed = {k: unmixed[k] for k in differing_fields(wide, unmixed)}
+    changed = fields_changed_from("subject_s1_styled_wide", unmixed_config)
     assert changed == {"protocol": "subject_s1_styled_wide_unmixed",
                        "finetune.labelled_fraction": 0.0}
-    assert wide["finetune.labelled_fraction"] == 0.5
+    assert configs.get_protocol_config("subject_s1_styled_wide").finetune.labelled_fraction == 0.5
     stages.check_supported(unmixed_config)
 
 
