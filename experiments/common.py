@@ -60,11 +60,14 @@ def root_relative(poses: np.ndarray) -> np.ndarray:
     return poses - poses[..., ROOT:ROOT + 1, :]
 
 
-def video_rows(sequence_id: np.ndarray, frame_index: np.ndarray) -> list[np.ndarray]:
-    """Row numbers of each video of a predictions table, in frame order; videos in ascending
-    sequence id. sequence_id, frame_index: (N,) ints. One sort, not one scan per video."""
+def video_rows(sequence_id: np.ndarray, frame_index: np.ndarray | None = None
+               ) -> list[np.ndarray]:
+    """Row numbers of each video of a predictions table, in frame order (in table order without
+    frame_index, for per-video statistics that ignore order); videos in ascending sequence id.
+    sequence_id, frame_index: (N,) ints. One sort, not one scan per video."""
     sequence_id = np.asarray(sequence_id)
-    order = np.lexsort((np.asarray(frame_index), sequence_id))
+    keys = (sequence_id,) if frame_index is None else (np.asarray(frame_index), sequence_id)
+    order = np.lexsort(keys)
     starts = np.flatnonzero(np.diff(sequence_id[order])) + 1
     return np.split(order, starts) if len(order) else []
 

@@ -435,7 +435,7 @@ def video_medians(values: np.ndarray, sequence_id: np.ndarray) -> np.ndarray:
     (N, K) float64."""
     values = np.asarray(values, np.float64)
     out = np.empty_like(values)
-    for rows in common.video_rows(sequence_id, np.zeros(len(sequence_id))):
+    for rows in common.video_rows(sequence_id):
         out[rows] = np.median(values[rows], axis=0)
     return out
 
