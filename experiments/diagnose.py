@@ -534,7 +534,8 @@ def run_fit(config, workdir: Workdir, frames: int, seed: int = 0) -> dict[str, A
         return network_fit(config, networks, frames, seed)
     labels = stages._load_npz(workdir.require("complete", "pseudo_labels.npz"))
     if "shuffled_error" in networks:
-        labels["shuffled_error"] = stages.shuffled_prediction_errors(labels, int(config.seed))
+        labels["shuffled_error"] = stages.shuffled_prediction_errors(
+            labels, stages.finetune_seed(config))
     targets = {name: stages.SETTINGS[name][0] for name in networks
                if name in stages.SETTINGS and stages.SETTINGS[name][0] in labels}
     return network_fit(config, networks, frames, seed, labels, targets)
@@ -753,7 +754,7 @@ def main(argv: Sequence[str]) -> None:
         "unlabelled_error_components": lambda: error_components(preds["pred"], preds["gt"]),
         "completion": lambda: completion_checks(config, preds, taus, FLAGS.every),
         "pseudo_label_own_error_share": lambda: pseudo_label_own_error_share(
-            workdir, FLAGS.reference_workdir or wd_path, int(config.seed)),
+            workdir, FLAGS.reference_workdir or wd_path, stages.finetune_seed(config)),
         "error_persistence": lambda: pseudo_label_persistence(workdir),
         "test_time_views": lambda: {k: v for k, v in test_time_views(
             config, workdir, FLAGS.view_frames).items() if k != "index"},

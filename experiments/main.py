@@ -19,7 +19,7 @@ from ml_collections import config_flags
 
 from experiments import common, configs, datasets
 from experiments import stages as stages_lib
-from experiments.workdir import Workdir, parse_stages, read_done_info
+from experiments.workdir import STAGES, Workdir, parse_stages, read_done_info
 
 PREEMPTED_EXIT_CODE = 143  # 128 + SIGTERM, what schedulers read as "stopped by the signal"
 
@@ -37,6 +37,9 @@ _XLA_CACHE = flags.DEFINE_string(
 def run(config, workdir_path: str, stage_spec: str = "all") -> Workdir:
     """Runs the asked stages in pipeline order; returns the work directory."""
     wanted = parse_stages(stage_spec)
+    if config.finetune.get("from_workdir", ""):
+        # The stages it copies are cheap and every later stage reads them.
+        wanted = tuple(s for s in STAGES if s in wanted or s in stages_lib.UPSTREAM_STAGES)
     stages_lib.check_supported(config)
 
     def missing(stage: str) -> list[str] | None:
@@ -58,7 +61,7 @@ def run(config, workdir_path: str, stage_spec: str = "all") -> Workdir:
                   "again", flush=True)
         print(f"[{stage}] running", flush=True)
         start = time.time()
-        info = stages_lib.STAGE_FUNCTIONS[stage](config, workdir)
+        info = stages_lib.stage_function(config, stage)(config, workdir)
         info = dict(info or {}, seconds=round(time.time() - start, 1))
         if stage in stages_lib.SETTINGS_STAGES:  # what `missing_settings` checks on a rerun
             info["settings"] = list(config.finetune.settings)

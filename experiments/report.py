@@ -517,9 +517,15 @@ def _section_header(r: _Report) -> None:
             **{f"{k}_{kind}": _labels_of(c, f"data.{k}_{kind}") for k, kind in (
                 ("labelled", "subjects"), ("unlabelled", "subjects"), ("validation", "subjects"),
                 ("unlabelled", "actions"))}}
+    ft_seed = int(_cfg(c, "finetune.seed", -1))
+    info["finetune_seed"] = info["seed"] if ft_seed == -1 else ft_seed
+    copied = str(_cfg(c, "finetune.from_workdir", "") or "")
     r.json.update(info)
     join = lambda xs: ", ".join(xs) or "-"  # noqa: E731
-    r.add(f"# Report: protocol {info['protocol']}, seed {info['seed']}", "",
+    seeds = (f"seed {info['seed']}" if info["finetune_seed"] == info["seed"] else
+             f"seed {info['seed']}, fine-tuning seed {info['finetune_seed']}")
+    r.add(f"# Report: protocol {info['protocol']}, {seeds}", "",
+          (f"Stages pretrain2d to complete copied from `{copied}`. " if copied else "") +
           f"Work directory `{r.workdir}`. Labelled subjects: {join(info['labelled_subjects'])}; "
           f"unlabelled: {join(info['unlabelled_subjects'])}; "
           f"validation: {join(info['validation_subjects'])}."

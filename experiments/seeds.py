@@ -3,6 +3,9 @@
     python -m experiments.seeds runs/demo_s1 runs/demo_s1_seed1 runs/demo_s1_seed2 \
         --out runs/demo_s1_seeds
 
+Runs of one baseline with different fine-tuning seeds (`finetune.seed`, e.g. made with
+`finetune.from_workdir`) count as different runs, named "seed (fine-tuning N)".
+
 One seed's loss settings may be spread over several work directories that share its first four
 stages (an ablation run beside the main one, README "Reuse stages"): join them with `+`,
 `runs/s0+runs/s0_ablation runs/s1+runs/s1_ablation ...`, and their Table 1 and Table 3 rows
@@ -55,7 +58,24 @@ def reference_row(table: str, row: str) -> str:
 # Config fields that may differ between runs that are pooled or aggregated: those a work
 # directory itself lets change (log and batch sizes, the settings list, a copied detector's
 # origin), the protocol's name, the seed, and where the data were read from.
-FREE_FIELDS = workdir_lib.FREE_FIELDS + ("protocol", "seed", "data.data_dir")
+FREE_FIELDS = workdir_lib.FREE_FIELDS + ("protocol", "seed", "finetune.seed", "data.data_dir")
+
+
+def run_seeds(report: dict[str, Any]) -> tuple[Any, Any]:
+    """(seed, fine-tuning seed) of a run: its report's, or for reports written before the
+    fine-tuning seed was recorded, its config's `finetune.seed` (-1 or absent: the seed)."""
+    seed = report.get("seed")
+    finetune_seed = report.get("finetune_seed")
+    if finetune_seed is None:
+        stored = (report.get("config") or {}).get("finetune.seed", -1)
+        finetune_seed = seed if stored in (-1, None) else stored
+    return seed, finetune_seed
+
+
+def seed_label(report: dict[str, Any]) -> str:
+    """'1', or '1 (fine-tuning 2)' for a run fine-tuned with a seed other than its baseline's."""
+    seed, finetune_seed = run_seeds(report)
+    return str(seed) if finetune_seed == seed else f"{seed} (fine-tuning {finetune_seed})"
 
 
 def _load_report(workdir: str) -> dict[str, Any]:
@@ -107,13 +127,14 @@ def _pool_rows(name: str, table: str, into: dict[str, Any], rows: dict[str, Any]
 def merge_reports(workdirs: Sequence[str], reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """One report from the reports of one seed's work directories (pooled Table 1/3 rows)."""
     name = "+".join(workdirs)
-    seeds = sorted({str(r.get("seed")) for r in reports})
+    seeds = sorted({seed_label(r) for r in reports})
     if len(seeds) != 1:
         raise ValueError(f"{name}: joined work directories of different seeds {seeds}")
     _check_comparable(name, reports)
     config = None if any(r.get("config") is None for r in reports) else reports[0]["config"]
-    merged: dict[str, Any] = {"protocol": reports[0].get("protocol"), "seed": reports[0].get("seed"),
-                              "workdir": name, "config": config,
+    seed, finetune_seed = run_seeds(reports[0])
+    merged: dict[str, Any] = {"protocol": reports[0].get("protocol"), "seed": seed,
+                              "finetune_seed": finetune_seed, "workdir": name, "config": config,
                               "diverged": [d for r in reports for d in r.get("diverged", [])]}
     for table in TABLES:
         held = [r[table]["rows"] for r in reports if r.get(table)]
@@ -139,16 +160,20 @@ def load_reports(workdirs: Sequence[str]) -> list[dict[str, Any]]:
 
 
 def aggregate(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """{"runs", "seeds", "protocol", table: {row: {metric: {mean, std, min, max}, "change_percent":
-    {metric: mean}}}} over comparable runs (`_check_comparable`) with distinct seeds."""
+    """{"runs", "seeds", "finetune_seeds", "seed_labels", "protocol", table: {row: {metric:
+    {mean, std, min, max}, "change_percent": {metric: mean}}}} over comparable runs
+    (`_check_comparable`) with distinct (seed, fine-tuning seed) pairs (`run_seeds`)."""
     if len(reports) < 2:
         raise ValueError(f"need at least 2 runs to give a spread, got {len(reports)}")
     _check_comparable("aggregate", reports)
     protocols = sorted({str(r.get("protocol")) for r in reports})
-    seeds = [r.get("seed") for r in reports]
-    if len(set(seeds)) != len(seeds):
-        raise ValueError(f"runs share a seed: {seeds}")
-    out: dict[str, Any] = {"runs": len(reports), "seeds": seeds, "protocol": " = ".join(protocols),
+    labels = [seed_label(r) for r in reports]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"runs share a seed and a fine-tuning seed: {labels}")
+    pairs = [run_seeds(r) for r in reports]
+    out: dict[str, Any] = {"runs": len(reports), "seeds": [p[0] for p in pairs],
+                           "finetune_seeds": [p[1] for p in pairs], "seed_labels": labels,
+                           "protocol": " = ".join(protocols),
                            "diverged": [d for r in reports for d in r.get("diverged", [])]}
     for table in TABLES:
         present = [r[table]["rows"] for r in reports if r.get(table)]
@@ -177,7 +202,8 @@ def aggregate(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
 def markdown(agg: dict[str, Any]) -> str:
     """Tables of mean +- std (min..max) per metric, and the change's mean +- std over runs."""
     lines = [f"Protocol {agg['protocol']}, {agg['runs']} runs (seeds "
-             f"{', '.join(map(str, agg['seeds']))}): mean +- sample std (min..max), mm; "
+             f"{', '.join(agg.get('seed_labels', map(str, agg['seeds'])))}): "
+             "mean +- sample std (min..max), mm; "
              "change: mean +- sample std over runs of the relative change of MPJPE against the baseline "
              "(Table 3) or the raw predictions of the same joints (Table 1).", ""]
     if agg.get("diverged"):

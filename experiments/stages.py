@@ -214,6 +214,65 @@ def reuse_detector(config: ml_collections.ConfigDict, source: str, workdir: Work
     return {"copied_from": source}
 
 
+# The stages before fine-tuning, and the config fields they do not read (the fine-tuning's and
+# evaluation's, the protocol's name) or that do not change what they write (where the data
+# were read from, the work directory's own free fields).
+UPSTREAM_STAGES: tuple[str, ...] = ("pretrain2d", "train3d", "predict", "complete")
+UPSTREAM_FREE: tuple[str, ...] = ("protocol", "data.data_dir") + workdir_lib.FREE_FIELDS
+
+
+def _upstream_fields(config: Mapping[str, Any]) -> dict[str, Any]:
+    flat = workdir_lib.flatten(config)
+    return {k: v for k, v in flat.items()
+            if not k.startswith(("finetune.", "evaluate.")) and k not in UPSTREAM_FREE}
+
+
+def reuse_stage(config: ml_collections.ConfigDict, stage: str, workdir: Workdir) -> dict:
+    """One of `UPSTREAM_STAGES`, copied from the work directory `finetune.from_workdir` after
+    checking that the stage finished there and that its config agrees with `config` on every
+    field the first four stages read (`_upstream_fields`). Fine-tuning variants of one baseline
+    (another loss setting's weights, `finetune.seed`, `finetune.labelled_fraction`) then run in
+    directories of their own. Returns the source's DONE.json info with "copied_from"; a
+    FileNotFoundError / ValueError naming the missing file or the differing fields."""
+    source = os.path.abspath(config.finetune.from_workdir)
+    option = f"finetune.from_workdir={source}"
+    if source == workdir.path:
+        raise ValueError(f"{option} is this work directory itself")
+    info = workdir_lib.read_done_info(source, stage)
+    if info is None:
+        raise FileNotFoundError(f"{option}: no finished {stage} stage there (missing "
+                                f"{os.path.join(source, stage, 'DONE.json')})")
+    config_path = os.path.join(source, "config.json")
+    if not os.path.exists(config_path):
+        raise FileNotFoundError(f"{option}: missing {config_path}")
+    theirs = _upstream_fields(workdir_lib.load_stored_config(source))
+    ours = _upstream_fields(json.loads(config.to_json()))
+    differing = workdir_lib.differing_fields(theirs, ours)
+    if differing:
+        details = workdir_lib.describe_differences(differing, theirs, ours, "there", "here")
+        raise ValueError(f"{option} made its {stage} stage with another config; differing "
+                         f"fields: {details}. Only {', '.join(UPSTREAM_FREE)} and the finetune "
+                         "and evaluate fields may differ")
+    target = workdir.stage_dir(stage)
+    if os.path.exists(target):  # a copy killed half-way
+        shutil.rmtree(target)
+    # Training checkpoints stay behind: later stages read only the exported model.
+    shutil.copytree(os.path.join(source, stage), target,
+                    ignore=shutil.ignore_patterns("DONE.json", "checkpoints"))
+    # The copy's own finishing time and duration are recorded by `main.run`.
+    kept = {k: v for k, v in info.items() if k not in ("finished_at", "seconds")}
+    return dict(kept, copied_from=source, source_seconds=info.get("seconds"))
+
+
+def stage_function(config: ml_collections.ConfigDict, stage: str
+                   ) -> Callable[[ml_collections.ConfigDict, Workdir], dict]:
+    """What runs `stage`: its `STAGE_FUNCTIONS` entry, or `reuse_stage` for the stages before
+    fine-tuning when `finetune.from_workdir` names a run to copy them from."""
+    if config.finetune.get("from_workdir", "") and stage in UPSTREAM_STAGES:
+        return lambda c, w: reuse_stage(c, stage, w)
+    return STAGE_FUNCTIONS[stage]
+
+
 # --------------------------------------------------------------------------------------- train3d
 def supervised_loss_fn(spec: geometry.VolumeSpec, k: int, coordinate_weight: float) -> Callable:
     """The supervised stage's loss: L2 between the volumes and Gaussians at the target's voxels
@@ -543,6 +602,14 @@ class GroundTruthLabels:
         return out
 
 
+def finetune_seed(config: ml_collections.ConfigDict) -> int:
+    """The fine-tuning's seed: `finetune.seed`, or the run's `seed` where that is -1 (unset)."""
+    seed = int(config.finetune.get("seed", -1))
+    if seed < -1:
+        raise ValueError(f"finetune.seed must be -1 (the run's seed) or >= 0, got {seed}")
+    return int(config.seed) if seed == -1 else seed
+
+
 def labelled_batch_size(config: ml_collections.ConfigDict) -> int:
     """Rows of each fine-tuning batch that `finetune.labelled_fraction` gives to the labelled
     split (our extension; 0, the paper's fine-tuning on pseudo-labels alone). ValueError when the
@@ -578,20 +645,21 @@ def finetune_pipeline(config: ml_collections.ConfigDict, setting: str,
     `finetune.augment_unlabelled` False: the pseudo-labelled rows are not augmented (the
     labelled ones always are)."""
     c = config.finetune
+    seed = finetune_seed(config)
     target, weighted, _ = SETTINGS[setting]
     if target == LABELLED_TRUTH:
-        return _labelled_split_pipeline(config, c.batch_size, config.seed + 1)
+        return _labelled_split_pipeline(config, c.batch_size, seed + 1)
     mixed_rows = labelled_batch_size(config)
     sel = datasets.selection(config, "unlabelled")
     pseudo = pipeline.TrainPipeline(
-        sel.source, global_batch_size=c.batch_size - mixed_rows, seed=config.seed + 1,
+        sel.source, global_batch_size=c.batch_size - mixed_rows, seed=seed + 1,
         relabel=PseudoLabels(labels, target, weighted),
         augment=bool(c.augment_unlabelled),
         **_filters(sel.subjects, sel.actions))
     if not mixed_rows:
         return pseudo
     return pipeline.MixedPipeline([pseudo, _labelled_split_pipeline(config, mixed_rows,
-                                                                     config.seed + 2)])
+                                                                     seed + 2)])
 
 
 def describe_frames(pipe: pipeline.TrainPipeline | pipeline.MixedPipeline, kind: str) -> str:
@@ -677,9 +745,10 @@ def finetune(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
         raise ValueError(f"unknown finetune.loss {loss_kind!r}; "
                          f"valid: {', '.join(FINETUNE_LOSSES)}")
     labelled_batch_size(config)  # a bad fraction fails before any setting trains
+    seed = finetune_seed(config)
     labels = _load_npz(workdir.require("complete", "pseudo_labels.npz"))
     if "shuffled_error" in c.settings:
-        labels["shuffled_error"] = shuffled_prediction_errors(labels, config.seed)
+        labels["shuffled_error"] = shuffled_prediction_errors(labels, seed)
     module, cfg, variables = export.load_model(workdir.require("train3d", MODEL_DIR))
     spec = predictor.volume_spec(cfg)
     # Every setting, the controls included, runs the steps the unlabelled frames ask for.
@@ -694,7 +763,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: Workdir) -> dict:
         target, _, bones = SETTINGS[setting]
         pipe = finetune_pipeline(config, setting, labels)
         tx = _optimizer(c, steps, frozen=("detector",))
-        init = train_state_from_variables(variables, tx, config.seed)
+        init = train_state_from_variables(variables, tx, seed)
         kind = "labelled" if target == LABELLED_TRUTH else "pseudo-labelled"
         print(f"  finetune/{setting}: {steps} steps on {describe_frames(pipe, kind)}",
               flush=True)

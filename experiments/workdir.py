@@ -20,7 +20,9 @@ STAGES: tuple[str, ...] = (
 # Fields that may change between runs of one work directory without invalidating its outputs.
 FREE_FIELDS = ("log_every", "finetune.settings", "evaluate.batch_size", "predict.batch_size",
                 # a copied detector is checked against this config's detector fields
-                "pretrain2d.from_workdir")
+                "pretrain2d.from_workdir",
+                # copied stages are checked against this config's fields (stages.reuse_stage)
+                "finetune.from_workdir")
 # Config fields added after work directories were written, with the value that reproduces what
 # those directories hold: a stored config without one of them counts as having this value.
 _ADDED_FIELDS: dict[str, Any] = {"finetune.loss": "eq2", "finetune.labelled_fraction": 0.0,
@@ -30,7 +32,8 @@ _ADDED_FIELDS: dict[str, Any] = {"finetune.loss": "eq2", "finetune.labelled_frac
                                  "finetune.max_normalised_step": 0.0,
                                  "complete.bone_lengths_from": "completed",
                                  "complete.rescale_to_predictions": False,
-                                 "finetune.normalise_weights": False}
+                                 "finetune.normalise_weights": False,
+                                 "finetune.seed": -1, "finetune.from_workdir": ""}
 
 
 def with_added_fields(config: Mapping[str, Any]) -> dict[str, Any]:

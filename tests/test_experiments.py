@@ -1249,3 +1249,63 @@ def test_video_rows_are_each_videos_rows_in_frame_order():
     for g, w in zip(got, want):
         np.testing.assert_array_equal(g, w)
     assert common.video_rows(np.zeros(0, int), np.zeros(0, int)) == []
+
+
+def test_fine_tuning_variant_copies_a_runs_first_four_stages(quick_run, quick_config, tmp_path):
+    """`finetune.from_workdir` with `finetune.seed`: a second fine-tuning of one baseline in a
+    directory of its own. The stages before fine-tuning are copied (added to the asked stages),
+    fine-tuning draws its batches from its own seed, and a source made with another config, an
+    unfinished one or the directory itself is refused."""
+    variant = copy.deepcopy(quick_config)
+    variant.protocol = "quick_second_fine_tuning"  # the protocol's name may differ
+    variant.finetune.from_workdir = quick_run
+    variant.finetune.seed = 1
+    variant.finetune.settings = ("optimised",)
+    variant.finetune.labelled_fraction = 0.25  # a fine-tuning field: may differ too
+    target = str(tmp_path / "second")
+    main.run(variant, target, "finetune,evaluate")
+    for stage in stages.UPSTREAM_STAGES:
+        info = json.load(open(os.path.join(target, stage, "DONE.json")))
+        assert info["copied_from"] == os.path.abspath(quick_run), stage
+        assert not os.path.exists(os.path.join(target, stage, "checkpoints")), stage
+    for path in ("pretrain2d/model", "train3d/model", "predict/predictions.npz",
+                 "complete/pseudo_labels.npz"):
+        source = os.path.join(quick_run, path)
+        files = ([os.path.join(path, f) for f in _tree_files(source)]
+                 if os.path.isdir(source) else [path])
+        for name in files:
+            with open(os.path.join(quick_run, name), "rb") as a, \
+                    open(os.path.join(target, name), "rb") as b:
+                assert a.read() == b.read(), name
+    assert not os.path.exists(os.path.join(target, "report"))  # not asked for
+    # One baseline: its validation errors are the source run's to the last digit.
+    results = [json.load(open(os.path.join(run, "evaluate", "results.json")))["settings"]
+               for run in (quick_run, target)]
+    assert results[0]["baseline"]["overall"] == results[1]["baseline"]["overall"]
+    assert set(results[1]) == {"baseline", "optimised"}
+    # The fine-tuning seed orders the batches: as a run of seed 1 would, not as the source's.
+    labels = pseudo_labels(quick_run)
+    seed_one = copy.deepcopy(quick_config)
+    seed_one.seed = 1
+    first_batch = lambda config: stages.finetune_pipeline(  # noqa: E731
+        config, "optimised", labels).batch_at(0)["index"]
+    variant.finetune.labelled_fraction = 0.0
+    assert stages.finetune_seed(variant) == 1 and stages.finetune_seed(quick_config) == 0
+    np.testing.assert_array_equal(first_batch(variant), first_batch(seed_one))
+    assert not np.array_equal(first_batch(variant), first_batch(quick_config))
+    variant.finetune.labelled_fraction = 0.25
+
+    mismatched = copy.deepcopy(variant)
+    mismatched.train3d.steps = quick_config.train3d.steps + 1
+    with pytest.raises(ValueError, match=r"another config.*train3d\.steps: 3 \(there\) vs 4"):
+        main.run(mismatched, str(tmp_path / "mismatched"), "finetune")
+    mismatched.train3d.steps = quick_config.train3d.steps
+    mismatched.finetune.from_workdir = str(tmp_path / "nothing_here")
+    with pytest.raises(FileNotFoundError, match="no finished pretrain2d stage"):
+        main.run(mismatched, str(tmp_path / "unfinished"), "finetune")
+    mismatched.finetune.from_workdir = str(tmp_path / "itself")
+    with pytest.raises(ValueError, match="this work directory itself"):
+        main.run(mismatched, str(tmp_path / "itself"), "finetune")
+    variant.finetune.seed = -2
+    with pytest.raises(ValueError, match=r"finetune.seed must be -1"):
+        stages.finetune_seed(variant)

@@ -146,3 +146,26 @@ def test_diverged_fine_tuning_named_above_the_tables(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "WARNING: 1 fine-tuning(s) diverged" in out and f"{wds[1]}: bone" in out
     assert out.index("WARNING") < out.index("### Table 3")
+
+
+def test_fine_tuning_seeds_of_one_baseline_count_as_runs(tmp_path, capsys):
+    """Two fine-tunings of one baseline (`finetune.seed`) are two runs, named by both seeds;
+    the same pair twice, or joined directories of different fine-tuning seeds, are refused."""
+    config = _config()
+    first = _write_report(tmp_path, "s0", 0, 300.0, 285.0, config=config)  # finetune.seed absent
+    config_ft1 = dict(config, finetune=dict(config["finetune"], seed=1))
+    second = _write_report(tmp_path, "s0_ft1", 0, 300.0, 279.0, config=config_ft1)
+    agg = seeds.aggregate(seeds.load_reports([first, second]))
+    assert agg["seeds"] == [0, 0] and agg["finetune_seeds"] == [0, 1]
+    assert agg["table3"]["+ bone consistency (full method)"]["MPJPE"]["mean"] == pytest.approx(282.0)
+    seeds.run([first, second])
+    assert "2 runs (seeds 0, 0 (fine-tuning 1))" in capsys.readouterr().out
+    # finetune.seed = the seed is the same run as finetune.seed = -1.
+    config_ft0 = dict(config, finetune=dict(config["finetune"], seed=0))
+    again = _write_report(tmp_path, "s0_ft0", 0, 300.0, 285.0, config=config_ft0)
+    with pytest.raises(ValueError, match="share a seed and a fine-tuning seed"):
+        seeds.aggregate(seeds.load_reports([first, again]))
+    ablation = _write_report(tmp_path, "s0_ft1_ablation", 0, 300.0, None,
+                             others={"optimised supervision": 280.0}, config=config_ft1)
+    with pytest.raises(ValueError, match="different seeds"):
+        seeds.load_reports([f"{first}+{ablation}"])

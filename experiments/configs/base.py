@@ -154,6 +154,15 @@ def get_base_config() -> ml_collections.ConfigDict:
     # > 0: clip every parameter's RMSprop step g / sqrt(v) to +-this before the rate scales it
     # (`train.clipped_rmsprop`; our guard: one styled fine-tuning diverged without it). 0: none.
     c.finetune.max_normalised_step = 0.0
+    # The fine-tuning's own seed (the order of its batches, their augmentation, the controls'
+    # draws); -1: the run's `seed`, as every run before this field. With `from_workdir` it
+    # gives a second fine-tuning of one baseline: `seed` stays the baseline's.
+    c.finetune.seed = -1
+    # A work directory whose first four stages (pretrain2d, train3d, predict, complete) to copy
+    # instead of running them: they must have been made with this config's fields (checked;
+    # only `protocol` and the finetune and evaluate fields may differ, `stages.UPSTREAM_FREE`).
+    # Fine-tuning variants of one baseline then run in directories of their own.
+    c.finetune.from_workdir = ""
 
     c.evaluate = ml_collections.ConfigDict()
     c.evaluate.batch_size = 64

@@ -13,11 +13,12 @@ Because the lifter's BatchNorm is frozen and the pseudo-labelled frames are not 
 network's own raw predictions are a fixed point: `original` supervision has zero loss and
 leaves the baseline unchanged, and optimised supervision teaches the completion's corrections
 and nothing else. The first four stages are those of `subject_s1_styled_wide` with the same
-seed, so a finished run's `pretrain2d`, `train3d`, `predict` and `complete` may be copied into a
-new work directory:
+seed, so `finetune.from_workdir` copies them from a finished run of it (checked field by field),
+and `finetune.seed` gives the same baseline another fine-tuning:
 
     python -m experiments.main --config=experiments/configs/subject_s1_styled_wide_unmixed.py \
-        --workdir=runs/s1_styled_wide_unmixed "--config.finetune.settings=('optimised','bone','oracle')"
+        --workdir=runs/s1_styled_wide_unmixed "--config.finetune.settings=('optimised','bone','oracle')" \
+        [--config.finetune.from_workdir=runs/styled_wide_seed0] [--config.finetune.seed=1]
 """
 from experiments.configs.subject_s1_styled_wide import get_config as get_wide_config
 
