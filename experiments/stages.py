@@ -259,6 +259,7 @@ def reuse_stage(config: ml_collections.ConfigDict, stage: str, workdir: Workdir)
     # Training checkpoints stay behind: later stages read only the exported model.
     shutil.copytree(os.path.join(source, stage), target,
                     ignore=shutil.ignore_patterns("DONE.json", "checkpoints"))
+    print(f"  {stage}: copied from {source}", flush=True)
     # The copy's own finishing time and duration are recorded by `main.run`.
     kept = {k: v for k, v in info.items() if k not in ("finished_at", "seconds")}
     return dict(kept, copied_from=source, source_seconds=info.get("seconds"))
