@@ -185,6 +185,16 @@ def checked_model_of(option: str, source: str, stage: str, config: ml_collection
         raise FileNotFoundError(
             f"{option}: no finished {stage} stage there "
             f"(missing {os.path.join(source, stage, 'DONE.json')} or {model})")
+    check_source_config(option, source, config, fields, mismatch)
+    return model
+
+
+def check_source_config(option: str, source: str, config: ml_collections.ConfigDict,
+                        fields: Callable[[Mapping[str, Any]], dict[str, Any]],
+                        mismatch: str) -> None:
+    """FileNotFoundError unless the work directory `source` holds its config.json, ValueError
+    (starting with `option`, then `mismatch`, naming the differing fields) unless that config
+    agrees with `config` on `fields` (a config dict -> the flattened fields that must match)."""
     config_path = os.path.join(source, "config.json")
     if not os.path.exists(config_path):
         raise FileNotFoundError(f"{option}: missing {config_path}")
@@ -194,7 +204,6 @@ def checked_model_of(option: str, source: str, stage: str, config: ml_collection
     if differing:
         details = workdir_lib.describe_differences(differing, theirs, ours, "there", "here")
         raise ValueError(f"{option} {mismatch}; differing fields: {details}")
-    return model
 
 
 def reuse_detector(config: ml_collections.ConfigDict, source: str, workdir: Workdir) -> dict:
@@ -242,17 +251,10 @@ def reuse_stage(config: ml_collections.ConfigDict, stage: str, workdir: Workdir)
     if info is None:
         raise FileNotFoundError(f"{option}: no finished {stage} stage there (missing "
                                 f"{os.path.join(source, stage, 'DONE.json')})")
-    config_path = os.path.join(source, "config.json")
-    if not os.path.exists(config_path):
-        raise FileNotFoundError(f"{option}: missing {config_path}")
-    theirs = _upstream_fields(workdir_lib.load_stored_config(source))
-    ours = _upstream_fields(json.loads(config.to_json()))
-    differing = workdir_lib.differing_fields(theirs, ours)
-    if differing:
-        details = workdir_lib.describe_differences(differing, theirs, ours, "there", "here")
-        raise ValueError(f"{option} made its {stage} stage with another config; differing "
-                         f"fields: {details}. Only {', '.join(UPSTREAM_FREE)} and the finetune "
-                         "and evaluate fields may differ")
+    check_source_config(option, source, config, _upstream_fields,
+                        f"made its {stage} stage with another config (only "
+                        f"{', '.join(UPSTREAM_FREE)} and the finetune and evaluate fields may "
+                        "differ)")
     target = workdir.stage_dir(stage)
     if os.path.exists(target):  # a copy killed half-way
         shutil.rmtree(target)
