@@ -28,6 +28,7 @@ import ml_collections
 import numpy as np
 
 from experiments import common
+from experiments.workdir import UPSTREAM_STAGES
 from hourglass_jax import metrics
 from hourglass_jax.data import pipeline
 
@@ -117,6 +118,8 @@ def required_datasets(config: ml_collections.ConfigDict, stages: Sequence[str]) 
     """The datasets `stages` will read, in stage order, each once."""
     names: list[str] = []
     for stage in stages:
+        if config.finetune.get("from_workdir", "") and stage in UPSTREAM_STAGES:
+            continue  # copied from another run's work directory: no data read
         for role in _STAGE_READS.get(stage, ()):
             if role == "pretrain":
                 if (config.pretrain2d.get("import_checkpoint", "")

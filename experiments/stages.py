@@ -226,7 +226,7 @@ def reuse_detector(config: ml_collections.ConfigDict, source: str, workdir: Work
 # The stages before fine-tuning, and the config fields they do not read (the fine-tuning's and
 # evaluation's, the protocol's name) or that do not change what they write (where the data
 # were read from, the work directory's own free fields).
-UPSTREAM_STAGES: tuple[str, ...] = ("pretrain2d", "train3d", "predict", "complete")
+UPSTREAM_STAGES: tuple[str, ...] = workdir_lib.UPSTREAM_STAGES
 UPSTREAM_FREE: tuple[str, ...] = ("protocol", "data.data_dir") + workdir_lib.FREE_FIELDS
 
 

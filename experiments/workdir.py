@@ -17,6 +17,9 @@ STAGES: tuple[str, ...] = (
     "pretrain2d", "train3d", "predict", "complete", "finetune", "evaluate", "report",
 )
 
+# The stages before fine-tuning: what `finetune.from_workdir` copies from a finished run.
+UPSTREAM_STAGES: tuple[str, ...] = STAGES[:4]
+
 # Fields that may change between runs of one work directory without invalidating its outputs.
 FREE_FIELDS = ("log_every", "finetune.settings", "evaluate.batch_size", "predict.batch_size",
                 # a copied detector is checked against this config's detector fields

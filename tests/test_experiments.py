@@ -1262,6 +1262,8 @@ def test_fine_tuning_variant_copies_a_runs_first_four_stages(quick_run, quick_co
     variant.finetune.seed = 1
     variant.finetune.settings = ("optimised",)
     variant.finetune.labelled_fraction = 0.25  # a fine-tuning field: may differ too
+    # The copied stages read no data: only fine-tuning's and evaluation's sets must be ready.
+    assert datasets.required_datasets(variant, ["pretrain2d", "train3d", "predict"]) == []
     target = str(tmp_path / "second")
     main.run(variant, target, "finetune,evaluate")
     for stage in stages.UPSTREAM_STAGES:
