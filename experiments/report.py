@@ -26,7 +26,7 @@ import numpy as np
 
 from experiments import divergence
 from experiments.table_rows import SETTING_LABELS, SETTING_ORDER
-from experiments.workdir import with_added_fields, write_atomic
+from experiments.workdir import effective_finetune_seed, with_added_fields, write_atomic
 from hourglass_jax import metrics, progress, skeleton, viz
 
 METRICS: tuple[str, ...] = ("mpjpe", "nmpjpe", "pmpjpe")
@@ -517,8 +517,8 @@ def _section_header(r: _Report) -> None:
             **{f"{k}_{kind}": _labels_of(c, f"data.{k}_{kind}") for k, kind in (
                 ("labelled", "subjects"), ("unlabelled", "subjects"), ("validation", "subjects"),
                 ("unlabelled", "actions"))}}
-    ft_seed = int(_cfg(c, "finetune.seed", -1))
-    info["finetune_seed"] = info["seed"] if ft_seed == -1 else ft_seed
+    info["finetune_seed"] = effective_finetune_seed(
+        info["seed"], _cfg(c, "finetune.seed", -1))
     copied = str(_cfg(c, "finetune.from_workdir", "") or "")
     r.json.update(info)
     join = lambda xs: ", ".join(xs) or "-"  # noqa: E731

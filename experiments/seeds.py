@@ -67,8 +67,8 @@ def run_seeds(report: dict[str, Any]) -> tuple[Any, Any]:
     seed = report.get("seed")
     finetune_seed = report.get("finetune_seed")
     if finetune_seed is None:
-        stored = (report.get("config") or {}).get("finetune.seed", -1)
-        finetune_seed = seed if stored in (-1, None) else stored
+        finetune_seed = workdir_lib.effective_finetune_seed(
+            seed, (report.get("config") or {}).get("finetune.seed"))
     return seed, finetune_seed
 
 

@@ -256,8 +256,7 @@ def reuse_stage(config: ml_collections.ConfigDict, stage: str, workdir: Workdir)
                         f"{', '.join(UPSTREAM_FREE)} and the finetune and evaluate fields may "
                         "differ)")
     target = workdir.stage_dir(stage)
-    if os.path.exists(target):  # a copy killed half-way
-        shutil.rmtree(target)
+    shutil.rmtree(target)  # stage_dir made it; copytree wants it absent (or half-copied: a kill)
     # Training checkpoints stay behind: later stages read only the exported model.
     shutil.copytree(os.path.join(source, stage), target,
                     ignore=shutil.ignore_patterns("DONE.json", "checkpoints"))
@@ -610,7 +609,7 @@ def finetune_seed(config: ml_collections.ConfigDict) -> int:
     seed = int(config.finetune.get("seed", -1))
     if seed < -1:
         raise ValueError(f"finetune.seed must be -1 (the run's seed) or >= 0, got {seed}")
-    return int(config.seed) if seed == -1 else seed
+    return int(workdir_lib.effective_finetune_seed(config.seed, seed))
 
 
 def labelled_batch_size(config: ml_collections.ConfigDict) -> int:

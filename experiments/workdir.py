@@ -20,6 +20,12 @@ STAGES: tuple[str, ...] = (
 # The stages before fine-tuning: what `finetune.from_workdir` copies from a finished run.
 UPSTREAM_STAGES: tuple[str, ...] = STAGES[:4]
 
+def effective_finetune_seed(seed: Any, finetune_seed: Any) -> Any:
+    """The seed fine-tuning ran with: `finetune.seed`, or the run's `seed` where that is -1 or
+    absent (configs written before the field)."""
+    return seed if finetune_seed in (-1, None) else finetune_seed
+
+
 # Fields that may change between runs of one work directory without invalidating its outputs.
 FREE_FIELDS = ("log_every", "finetune.settings", "evaluate.batch_size", "predict.batch_size",
                 # a copied detector is checked against this config's detector fields
