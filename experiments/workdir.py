@@ -20,6 +20,7 @@ STAGES: tuple[str, ...] = (
 # The stages before fine-tuning: what `finetune.from_workdir` copies from a finished run.
 UPSTREAM_STAGES: tuple[str, ...] = STAGES[:4]
 
+
 def effective_finetune_seed(seed: Any, finetune_seed: Any) -> Any:
     """The seed fine-tuning ran with: `finetune.seed`, or the run's `seed` where that is -1 or
     absent (configs written before the field)."""
