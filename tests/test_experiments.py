@@ -1084,26 +1084,28 @@ def test_styled_config_changes_only_the_data_and_the_supervised_schedule():
     stages.check_supported(styled_config)
 
 
-def test_styled_wide_config_changes_only_the_data():
-    """subject_s1_styled_wide is subject_s1_styled on `small_styled_wide` (styles twice as
-    strong): the README's run with that builder-config override of subject_s1_styled."""
-    wide_config = configs.get_protocol_config("subject_s1_styled_wide")
-    changed = fields_changed_from("subject_s1_styled", wide_config)
-    assert changed == {"protocol": "subject_s1_styled_wide",
-                       "data.builder_config": "small_styled_wide"}
+@pytest.mark.parametrize("protocol,builder_config,strength", [
+    ("subject_s1_styled_wide", "small_styled_wide", 2.0),
+    ("subject_s1_styled_xwide", "small_styled_xwide", 3.0)])
+def test_stronger_style_configs_change_only_the_data(protocol, builder_config, strength):
+    """subject_s1_styled_wide / _xwide are subject_s1_styled on builder configs whose styles
+    are drawn two / three times as far: the README's runs with that builder-config override."""
+    config = configs.get_protocol_config(protocol)
+    changed = fields_changed_from("subject_s1_styled", config)
+    assert changed == {"protocol": protocol, "data.builder_config": builder_config}
     builder_configs = {c.name: c for c in mocap_render.MocapRender.BUILDER_CONFIGS}
-    assert builder_configs["small_styled_wide"].motion_style == 2.0
-    stages.check_supported(wide_config)
+    assert builder_configs[builder_config].motion_style == strength
+    stages.check_supported(config)
 
 
-def test_styled_wide_unmixed_config_changes_only_the_labelled_share():
-    """subject_s1_styled_wide_unmixed is subject_s1_styled_wide with no labelled rows in the
-    fine-tuning batches (the paper's fine-tuning): the README's runs with that one override."""
-    unmixed_config = configs.get_protocol_config("subject_s1_styled_wide_unmixed")
-    changed = fields_changed_from("subject_s1_styled_wide", unmixed_config)
-    assert changed == {"protocol": "subject_s1_styled_wide_unmixed",
-                       "finetune.labelled_fraction": 0.0}
-    assert configs.get_protocol_config("subject_s1_styled_wide").finetune.labelled_fraction == 0.5
+@pytest.mark.parametrize("mixed", ["subject_s1_styled_wide", "subject_s1_styled_xwide"])
+def test_unmixed_configs_change_only_the_labelled_share(mixed):
+    """<protocol>_unmixed is <protocol> with no labelled rows in the fine-tuning batches (the
+    paper's fine-tuning): the README's runs with that one override."""
+    unmixed_config = configs.get_protocol_config(mixed + "_unmixed")
+    changed = fields_changed_from(mixed, unmixed_config)
+    assert changed == {"protocol": mixed + "_unmixed", "finetune.labelled_fraction": 0.0}
+    assert configs.get_protocol_config(mixed).finetune.labelled_fraction == 0.5
     stages.check_supported(unmixed_config)
 
 

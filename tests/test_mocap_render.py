@@ -267,10 +267,12 @@ def test_restyle_turns_the_named_bones_about_the_body_axes_and_keeps_lengths():
 
 
 def test_styled_config_renders_each_subject_in_its_style():
-    styled, wide, plain = (config_named(n) for n in ("small_styled", "small_styled_wide", "small"))
-    assert (plain.motion_style, styled.motion_style, wide.motion_style) == (0.0, 1.0, 2.0)
-    assert styled.res == plain.res == wide.res
-    for cfg, strength in ((styled, 1.0), (wide, 2.0), (plain, 0.0)):
+    styled, wide, xwide, plain = (config_named(n) for n in (
+        "small_styled", "small_styled_wide", "small_styled_xwide", "small"))
+    assert ((plain.motion_style, styled.motion_style, wide.motion_style, xwide.motion_style)
+            == (0.0, 1.0, 2.0, 3.0))
+    assert styled.res == plain.res == wide.res == xwide.res
+    for cfg, strength in ((styled, 1.0), (wide, 2.0), (xwide, 3.0), (plain, 0.0)):
         fr = next(mr.video_frames(cfg, ("S9",)))
         action, sub, cam = fr.action[0], int(fr.subaction[0]), subjects.CAMERAS[0]
         assert fr.camera[0] == cam.name
@@ -282,10 +284,11 @@ def test_styled_config_renders_each_subject_in_its_style():
     a = subjects.sequence_motion("S9", "walk", 1, 10.0, style_strength=1.0)
     b = subjects.sequence_motion("S9", "walk", 1, 10.0)
     assert np.linalg.norm(rel(a) - rel(b), axis=-1).mean() > 20
-    # Twice the strength moves the poses further from the unstyled ones.
+    # Two and three times the strength move the poses further and further from the unstyled ones.
     w = subjects.sequence_motion("S9", "walk", 1, 10.0, style_strength=2.0)
-    assert (np.linalg.norm(rel(w) - rel(b), axis=-1).mean()
-            > 1.5 * np.linalg.norm(rel(a) - rel(b), axis=-1).mean())
+    x = subjects.sequence_motion("S9", "walk", 1, 10.0, style_strength=3.0)
+    off = [np.linalg.norm(rel(m) - rel(b), axis=-1).mean() for m in (a, w, x)]
+    assert off[1] > 1.5 * off[0] and off[2] > 1.2 * off[1], off
 
 
 def test_25fps_config_samples_the_same_motions_more_densely():

@@ -10,8 +10,8 @@ joints' image bounding box).
 Written as array_record with no TensorFlow (images as PNG bytes through pillow); read with
 `tfds.data_source` or `load`. Configs: `small` (64 px crops, the CPU default), `full` (256 px),
 `tiny` (32 px, three actions, three frames per sequence: for tests), `small_styled` (each subject
-in a motion style of its own), `small_styled_wide` (styles twice as strong) and `small_25fps`
-(`small` at 25 fps instead of 10).
+in a motion style of its own), `small_styled_wide` (styles twice as strong), `small_styled_xwide`
+(three times as strong) and `small_25fps` (`small` at 25 fps instead of 10).
 
 Each example: image (R, R, 3) uint8 PNG; pose3d (16, 3) float32 mm camera frame (absolute);
 pose2d (16, 2) float32 crop px; visible (16,) bool; intrinsics (4,) float32 [fx, fy, cx, cy]
@@ -91,6 +91,10 @@ CONFIGS: tuple[MocapRenderConfig, ...] = (
     # less): the S1 baseline sees a narrower share of the postures the other subjects use.
     MocapRenderConfig(name="small_styled_wide", description="small_styled with styles twice as "
                       "strong (harder still)", res=64, motion_style=2.0),
+    # Three times as strong (upper arms up to 90 degrees, elbows up to 105): a wider gap still
+    # between S1 and the other subjects, to ask whether the fine-tuning gain grows with it.
+    MocapRenderConfig(name="small_styled_xwide", description="small_styled with styles three "
+                      "times as strong (hardest)", res=64, motion_style=3.0),
     # The same motions sampled 2.5x as densely: poses change less from frame to frame and every
     # video has 2.5x the frames, so the completion's temporal prior has more to work with.
     MocapRenderConfig(name="small_25fps", description="small, all frames at 25 fps (slower motion "
