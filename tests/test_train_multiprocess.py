@@ -41,7 +41,7 @@ def test_two_processes_equal_one_process(tmp_path):
          "--workdir", str(tmp_path / "run")],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
     try:
-        logs = [p.communicate(timeout=150)[0] for p in procs]
+        logs = [p.communicate(timeout=400)[0] for p in procs]
     finally:
         for p in procs:
             if p.poll() is None:
