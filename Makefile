@@ -25,8 +25,9 @@ quick: $(STAMP)
 
 # Tests run in parallel worker processes (pytest-xdist), each test file wholly on one worker, so a
 # file's module fixtures (the quick run of tests/test_experiments.py) are built once. The suite
-# is compile- and trace-bound (one Python thread each), so on 2 cores two workers took it from
-# 21 to 13 minutes. Workers: the logical cores, at most 4; TEST_WORKERS=0 runs in this process.
+# is compile- and trace-bound (one Python thread each), so workers use the cores one process
+# leaves idle (timings: README "Tests"). Workers: the logical cores, at most 4;
+# TEST_WORKERS=0 runs in this process.
 TEST_WORKERS ?= logical
 PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --maxprocesses=4 --dist loadfile
 
