@@ -340,7 +340,9 @@ def fit(model: Any, loss_fn: LossFn, tx: optax.GradientTransformation, init_stat
         eval_fn: Callable[[TrainState, int], Mapping[str, float]] | None = None,
         best_metric: str | None = "val_mpjpe", run_meta: Mapping[str, Any] | None = None,
         batch_is_global: bool = True, async_checkpoints: bool = True,
-        stream: TextIO | None = None, stop_on_sigterm: bool = True) -> TrainState:
+        stream: TextIO | None = None, stop_on_sigterm: bool = True,
+        step_fn: Callable[[TrainState, Mapping[str, jax.Array]],
+                          tuple[TrainState, dict[str, jax.Array]]] | None = None) -> TrainState:
     """Train for `total_steps` steps, resuming from the newest checkpoint in `workdir`.
 
     The data order is a function of the step only: step s trains on `batch_at(s)`, so a run
@@ -368,6 +370,9 @@ def fit(model: Any, loss_fn: LossFn, tx: optax.GradientTransformation, init_stat
       stream: where progress lines go (default stdout).
       stop_on_sigterm: on SIGTERM (single-process runs), checkpoint after the current step and
         return early; the returned state's `step` is then below `total_steps`.
+      step_fn: a step `make_train_step` built from the same model, loss_fn, tx, mesh, frozen,
+        inputs_fn and apply_kwargs, to reuse its compilation across runs (several fine-tunings
+        that share a loss); default: build one here.
     Returns:
       The final state (replicated on `mesh`).
     """
@@ -397,8 +402,9 @@ def fit(model: Any, loss_fn: LossFn, tx: optax.GradientTransformation, init_stat
         if jax.process_index() == 0:
             print(f"resuming from checkpoint step {start} in {workdir}", file=stream or sys.stdout,
                   flush=True)
-    step_fn = make_train_step(model, loss_fn, tx, mesh, frozen=frozen, inputs_fn=inputs_fn,
-                              apply_kwargs=apply_kwargs)
+    if step_fn is None:
+        step_fn = make_train_step(model, loss_fn, tx, mesh, frozen=frozen, inputs_fn=inputs_fn,
+                                  apply_kwargs=apply_kwargs)
     put = shard_global_batch if batch_is_global else shard_batch
     logger = None
     out = stream or sys.stdout
