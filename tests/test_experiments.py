@@ -5,6 +5,7 @@ import os
 import shutil
 import signal
 
+import jax
 import numpy as np
 import pytest
 
@@ -920,6 +921,38 @@ def test_second_run_skips_every_stage(quick_run, quick_config, capsys):
     out = capsys.readouterr().out
     for stage in STAGES:
         assert f"[{stage}] done already, skipped" in out
+
+
+def test_settings_that_share_a_loss_share_one_compiled_step(quick_run, tmp_path, monkeypatch):
+    """`finetune` compiles one step per distinct loss (gamma), and a setting trained with the
+    step compiled for another gives exactly the network it gives trained alone."""
+    from hourglass_jax import export
+    built = []
+    real_make_train_step = stages.make_train_step
+
+    def counting_make_train_step(*args, **kwargs):
+        built.append(args[1])  # the loss function
+        return real_make_train_step(*args, **kwargs)
+
+    monkeypatch.setattr(stages, "make_train_step", counting_make_train_step)
+    config = configs.get_protocol_config("quick")
+    config.data.data_dir = mocap_render.cached_data_dir("tiny")
+    models = {}
+    for name, settings in (("shared", ("original", "optimised", "bone")),
+                           ("alone", ("optimised",))):
+        workdir = str(tmp_path / name)
+        shutil.copytree(quick_run, workdir)
+        shutil.rmtree(os.path.join(workdir, "finetune"))
+        config.finetune.settings = settings
+        built.clear()
+        main.run(config, workdir, "finetune")
+        assert len(built) == (2 if name == "shared" else 1), name  # gamma = 0 and gamma > 0
+        _, _, models[name] = export.load_model(
+            os.path.join(workdir, "finetune", "optimised", "model"))
+    shared, alone = (jax.tree_util.tree_leaves(models[k]) for k in ("shared", "alone"))
+    assert len(shared) == len(alone)
+    for a, b in zip(shared, alone):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_rerun_with_more_loss_settings_completes_them(quick_run, tmp_path, capsys):
