@@ -17,7 +17,7 @@ import time
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from experiments import common, configs, datasets
+from experiments import common, configs, datasets, provenance
 from experiments import stages as stages_lib
 from experiments.workdir import STAGES, Workdir, parse_stages, read_done_info
 
@@ -62,7 +62,8 @@ def run(config, workdir_path: str, stage_spec: str = "all") -> Workdir:
         print(f"[{stage}] running", flush=True)
         start = time.time()
         info = stages_lib.stage_function(config, stage)(config, workdir)
-        info = dict(info or {}, seconds=round(time.time() - start, 1))
+        info = dict(info or {}, seconds=round(time.time() - start, 1),
+                    provenance=provenance.describe())
         if stage in stages_lib.SETTINGS_STAGES:  # what `missing_settings` checks on a rerun
             info["settings"] = list(config.finetune.settings)
         workdir.mark_done(stage, info)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import completion
-from experiments import common, configs, datasets, main, stages
+from experiments import archive, common, configs, datasets, main, provenance, seeds, stages
 from experiments.workdir import STAGES, Workdir, differing_fields, flatten, parse_stages
 from hourglass_jax import skeleton
 from hourglass_jax.data import mocap_render, pipeline
@@ -1346,3 +1346,69 @@ def test_fine_tuning_variant_copies_a_runs_first_four_stages(quick_run, quick_co
     variant.finetune.seed = -2
     with pytest.raises(ValueError, match=r"finetune.seed must be -1"):
         stages.finetune_seed(variant)
+
+
+def test_every_stage_records_the_commit_and_machine_that_ran_it(quick_run):
+    """Each stage's DONE.json names the checkout's commit (as git itself reports it), whether
+    tracked files had changed, the JAX version and the devices."""
+    import subprocess
+    git = subprocess.run(["git", "-C", provenance.REPO_ROOT, "rev-parse", "HEAD"],
+                         capture_output=True, text=True)
+    commit = git.stdout.strip() if git.returncode == 0 else None
+    for stage in STAGES:
+        info = json.load(open(os.path.join(quick_run, stage, "DONE.json")))["provenance"]
+        assert info["git_commit"] == commit, stage
+        assert (info["git_dirty"] is None) == (commit is None), stage
+        assert info["jax"] == jax.__version__
+        assert info["devices"] == f"{jax.device_count()} x {jax.devices()[0].device_kind}"
+
+
+def test_archive_keeps_a_runs_text_outputs_for_git(quick_run, tmp_path):
+    """`experiments.archive` copies the config, every stage's DONE.json, the solver's stats,
+    the evaluation, the training logs and the report, byte for byte, and no array or
+    checkpoint; `experiments.seeds` reads the archive as it reads the work directory; bad input
+    is refused without leaving anything behind."""
+    destination = str(tmp_path / "results" / "quick_seed0")
+    files = archive.archive(quick_run, destination)
+    expected = {"config.json", "complete/solver_stats.json", "evaluate/results.json",
+                "report/report.md", "report/report.json"}
+    expected |= {f"{stage}/DONE.json" for stage in STAGES}
+    expected |= {f"{stage}/metrics.jsonl" for stage in ("pretrain2d", "train3d")}
+    expected |= {f"finetune/{s}/metrics.jsonl" for s in quick_run_settings(quick_run)}
+    assert set(files) == expected
+    on_disk = {os.path.relpath(os.path.join(d, f), destination)
+               for d, _, names in os.walk(destination) for f in names}
+    assert on_disk == expected | {archive.MANIFEST}
+    for rel in files:
+        with open(os.path.join(quick_run, rel), "rb") as a, \
+                open(os.path.join(destination, rel), "rb") as b:
+            assert a.read() == b.read(), rel
+    manifest = json.load(open(os.path.join(destination, archive.MANIFEST)))
+    assert manifest["source"] == os.path.abspath(quick_run) and manifest["files"] == files
+    # What seeds reads of a run (report, config, fine-tuning logs) is the same from either.
+    from_workdir, from_archive = (seeds._load_report(p) for p in (quick_run, destination))
+    assert from_archive.pop("workdir") == destination
+    from_workdir.pop("workdir")
+    assert from_archive == from_workdir
+    # --figures adds the report's PNGs and nothing else.
+    with_figures = archive.archive(quick_run, str(tmp_path / "with_figures"), figures=True)
+    assert set(with_figures) - set(files) == {
+        os.path.join("report", f) for f in os.listdir(os.path.join(quick_run, "report"))
+        if f.endswith(".png")} != set()
+
+    with pytest.raises(FileExistsError, match="quick_seed0 exists"):
+        archive.archive(quick_run, destination)
+    with pytest.raises(FileNotFoundError, match="not a work directory"):
+        archive.archive(str(tmp_path / "results"), str(tmp_path / "other"))
+    unreported = tmp_path / "unreported"
+    unreported.mkdir()
+    shutil.copy(os.path.join(quick_run, "config.json"), unreported)
+    with pytest.raises(FileNotFoundError, match="run its report stage first"):
+        archive.archive(str(unreported), str(tmp_path / "other"))
+    assert sorted(os.listdir(tmp_path / "results")) == ["quick_seed0"]  # no staging left
+    assert not os.path.exists(tmp_path / "other")
+
+
+def quick_run_settings(run: str) -> list[str]:
+    """The loss settings the run's finetune stage trained."""
+    return json.load(open(os.path.join(run, "finetune", "DONE.json")))["settings"]
