@@ -28,6 +28,8 @@ from typing import Sequence
 
 from absl import app, flags
 
+from experiments import workdir as workdir_lib
+
 # Paths relative to the work directory; everything else (checkpoints, .npz arrays, TensorBoard
 # events) stays behind.
 TEXT_FILES = ("config.json", "*/DONE.json", "complete/solver_stats.json",
@@ -57,8 +59,8 @@ def archive(workdir: str, destination: str, figures: bool = False) -> list[str]:
     if not os.path.isfile(os.path.join(workdir, "config.json")):
         raise FileNotFoundError(f"{workdir} is not a work directory of experiments.main (it holds "
                                 "no config.json)")
-    if not os.path.isfile(os.path.join(workdir, "report", "report.json")):
-        raise FileNotFoundError(f"{workdir} holds no report/report.json: run its report stage "
+    if not workdir_lib.stage_done(workdir, "report"):
+        raise FileNotFoundError(f"{workdir} has no finished report stage: run its report stage "
                                 "first (--stages=report)")
     if os.path.lexists(destination):
         raise FileExistsError(f"{destination} exists: archive under another name, or delete it "
@@ -66,6 +68,7 @@ def archive(workdir: str, destination: str, figures: bool = False) -> list[str]:
     files = archived_files(workdir, figures)
     parent = os.path.dirname(os.path.abspath(destination))
     os.makedirs(parent, exist_ok=True)
+    # Named by pid; a stale one (a killed run's, pid reused) is cleared so nothing of it mixes in.
     staging = os.path.join(parent, f".{os.path.basename(destination)}.{os.getpid()}.tmp")
     shutil.rmtree(staging, ignore_errors=True)
     try:

@@ -7,6 +7,7 @@ speeds, and the README quotes both.
 """
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import subprocess
@@ -28,9 +29,10 @@ def _git(*args: str) -> str | None:
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
-def describe() -> dict[str, Any]:
-    """{"git_commit": 40 hex digits or None, "git_dirty": bool or None (tracked files changed
-    since that commit), "jax": version, "devices": e.g. "2 x cpu", "cpu_cores", "machine"}."""
+@functools.cache
+def _describe_process() -> dict[str, Any]:
+    # Once per process: the code that runs is the code imported at its start, and the machine
+    # does not change between stages, so every stage need not ask git again.
     commit = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain", "--untracked-files=no") if commit else None
     devices = jax.devices()
@@ -42,3 +44,10 @@ def describe() -> dict[str, Any]:
         "cpu_cores": os.cpu_count(),
         "machine": platform.machine(),
     }
+
+
+def describe() -> dict[str, Any]:
+    """{"git_commit": 40 hex digits or None, "git_dirty": bool or None (tracked files changed
+    since that commit), "jax": version, "devices": e.g. "2 x cpu", "cpu_cores", "machine"},
+    taken at the first call in this process."""
+    return dict(_describe_process())

@@ -1386,7 +1386,7 @@ def test_archive_keeps_a_runs_text_outputs_for_git(quick_run, tmp_path):
     manifest = json.load(open(os.path.join(destination, archive.MANIFEST)))
     assert manifest["source"] == os.path.abspath(quick_run) and manifest["files"] == files
     # What seeds reads of a run (report, config, fine-tuning logs) is the same from either.
-    from_workdir, from_archive = (seeds._load_report(p) for p in (quick_run, destination))
+    from_workdir, from_archive = seeds.load_reports([quick_run, destination])
     assert from_archive.pop("workdir") == destination
     from_workdir.pop("workdir")
     assert from_archive == from_workdir
