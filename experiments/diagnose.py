@@ -145,7 +145,7 @@ def own_error_share(labels: np.ndarray, pred: np.ndarray, gt: np.ndarray) -> flo
     themselves, or any shrinking of their error), 0 for errors orthogonal to it (on average,
     errors taken from other frames). The `shuffled_error` control's labels are as far from the
     truth as the predictions with a share near 0; what the pseudo-labels teach tracks this share
-    (README).
+    (docs/experiments.md, "Whose error the labels carry").
 
     Args:
       labels, pred, gt: (N, 16, 3) mm, root-relative, the same frames in the same order.

@@ -7,7 +7,7 @@ Runs of one baseline with different fine-tuning seeds (`finetune.seed`, e.g. mad
 `finetune.from_workdir`) count as different runs, named "seed (fine-tuning N)".
 
 One seed's loss settings may be spread over several work directories that share its first four
-stages (an ablation run beside the main one, README "Reuse stages"): join them with `+`,
+stages (an ablation run beside the main one, `finetune.from_workdir`): join them with `+`,
 `runs/s0+runs/s0_ablation runs/s1+runs/s1_ablation ...`, and their Table 1 and Table 3 rows
 are pooled (they must agree on seed, config as below, and every row they both hold, the
 baseline included).

@@ -66,8 +66,9 @@ def logged_losses(path: str | os.PathLike) -> list[float]:
 
 
 # A run whose loss ends at least this many times where it began has diverged. Across the 145
-# fine-tuning logs of the README's runs the largest healthy value was 1.45; the two diverged
-# logs (the same deterministic failure, README "Denser videos, other postures") had 3.5 and 5.8.
+# fine-tuning logs of docs/experiments.md's runs the largest healthy value was 1.45; the two
+# diverged logs (the same deterministic failure, docs/experiments.md "Denser videos, other
+# postures") had 3.5 and 5.8.
 DIVERGED_LOSS_GROWTH = 2.0
 
 

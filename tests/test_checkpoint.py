@@ -94,7 +94,8 @@ def test_loss_growth_against_numpy_medians(tmp_path):
     rng = np.random.default_rng(0)
     steps = np.arange(1, 49)
     falling = 5e5 * np.exp(-steps / 20.0) * rng.uniform(0.7, 1.3, steps.size) + 1e5
-    # Loss that jumps tenfold after a third of the run, as the diverged fine-tuning of the README.
+    # Loss that jumps tenfold after a third of the run, as the diverged fine-tuning in
+    # docs/experiments.md.
     jumping = np.where(steps < 16, 4e5, 4e6) * rng.uniform(0.7, 1.3, steps.size)
     for losses in (falling, jumping):
         n = int(losses.size * 0.2)

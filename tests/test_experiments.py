@@ -269,9 +269,9 @@ def test_own_predictions_are_a_fixed_point_of_fine_tuning_with_frozen_batchnorm(
 
 
 def test_learning_rate_zero_only_reestimates_batchnorm_statistics(quick_run, tmp_path):
-    """`finetune.learning_rate=0` (the README's BatchNorm-only probe): the fine-tuned network's
-    weights are the baseline's, bit for bit, the detector's statistics too, and only the lifter's
-    BatchNorm running averages move toward the fine-tuning batches."""
+    """`finetune.learning_rate=0` (docs/experiments.md's BatchNorm-only probe): the fine-tuned
+    network's weights are the baseline's, bit for bit, the detector's statistics too, and only the
+    lifter's BatchNorm running averages move toward the fine-tuning batches."""
     import jax
     from hourglass_jax import export
     setting_dir = _finetune_quick_copy(quick_run, str(tmp_path / "statistics"),
@@ -1096,7 +1096,8 @@ def fields_changed_from(parent_protocol, child_config):
 
 def test_long_schedule_config_changes_only_the_schedule():
     """subject_s1_long is the S1 protocol (same split, network and losses) with the schedule of
-    the README's frozen-BatchNorm runs; any other difference would make it another experiment."""
+    docs/experiments.md's frozen-BatchNorm runs; any other difference would make it another
+    experiment."""
     long_config = configs.get_protocol_config("subject_s1_long")
     changed = fields_changed_from("subject_s1", long_config)
     assert changed == {"protocol": "subject_s1_long", "train3d.steps": 9600,
@@ -1122,7 +1123,8 @@ def test_styled_config_changes_only_the_data_and_the_supervised_schedule():
     ("subject_s1_styled_xwide", "small_styled_xwide", 3.0)])
 def test_stronger_style_configs_change_only_the_data(protocol, builder_config, strength):
     """subject_s1_styled_wide / _xwide are subject_s1_styled on builder configs whose styles
-    are drawn two / three times as far: the README's runs with that builder-config override."""
+    are drawn two / three times as far: docs/experiments.md's runs with that builder-config
+    override."""
     config = configs.get_protocol_config(protocol)
     changed = fields_changed_from("subject_s1_styled", config)
     assert changed == {"protocol": protocol, "data.builder_config": builder_config}
@@ -1134,7 +1136,7 @@ def test_stronger_style_configs_change_only_the_data(protocol, builder_config, s
 @pytest.mark.parametrize("mixed", ["subject_s1_styled_wide", "subject_s1_styled_xwide"])
 def test_unmixed_configs_change_only_the_labelled_share(mixed):
     """<protocol>_unmixed is <protocol> with no labelled rows in the fine-tuning batches (the
-    paper's fine-tuning): the README's runs with that one override."""
+    paper's fine-tuning): docs/experiments.md's runs with that one override."""
     unmixed_config = configs.get_protocol_config(mixed + "_unmixed")
     changed = fields_changed_from(mixed, unmixed_config)
     assert changed == {"protocol": mixed + "_unmixed", "finetune.labelled_fraction": 0.0}

@@ -93,10 +93,10 @@ def get_base_config() -> ml_collections.ConfigDict:
     # view, as in the paper. Validation is always single-view.
     c.predict.average_views = False
     # Work directories whose finished train3d baselines predict the pseudo-labels in place of this
-    # run's own (our extension; README "Whose error the labels carry"): their predictions are
-    # averaged. Each must have been trained on this config's data and labelled split (checked,
-    # stages.TEACHER_FIELDS). This run's own directory may be one of them. Empty: the run's own
-    # baseline, as in the paper.
+    # run's own (our extension; docs/experiments.md "Whose error the labels carry"): their
+    # predictions are averaged. Each must have been trained on this config's data and labelled split
+    # (checked, stages.TEACHER_FIELDS). This run's own directory may be one of them. Empty: the
+    # run's own baseline, as in the paper.
     c.predict.teacher_workdirs = ()
 
     c.complete = ml_collections.ConfigDict()
@@ -111,7 +111,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     # labelled videos (seed 0's baseline on S1's 120 videos, `soft_fidelity_probe
     # --videos=labelled`): lambda_o = 1 / 3 / 10 / 30 / 100 move their MPJPE by +4.1 / -4.1 /
     # -7.5 / -6.4 / -3.8%. On the unlabelled videos Eq. 1 as printed gives -1.6%, lambda_o = 10
-    # -7.0% (seed 0; README for all seeds).
+    # -7.0% (seed 0; README "Results of the demo" for all seeds).
     c.complete.lambda_o = 10.0
     c.complete.max_iters = 150  # real predictions converge slowly; 150 costs ~40 s for 475 videos on 2 cores
     # Which poses give each video's bone lengths, the bone term's (Eq. 5) targets: "completed"
@@ -143,9 +143,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     # alone). Against forgetting the labelled data, and to keep the exact labels' signal.
     c.finetune.labelled_fraction = 0.0
     # Lifter BatchNorm on its running averages while fine-tuning (train what is evaluated; our
-    # probe, the paper does not say). On in `subject_s1_long`, whose docstring and the README
-    # ("BatchNorm statistics and weights, apart") give what it measured. `learning_rate=0` with
-    # it False re-estimates only these statistics.
+    # probe, the paper does not say). On in `subject_s1_long`, whose docstring and
+    # docs/experiments.md ("BatchNorm statistics and weights, apart") give what it measured.
+    # `learning_rate=0` with it False re-estimates only these statistics.
     c.finetune.freeze_batchnorm = False
     # The paper's augmentation on the pseudo-labelled frames (flip, rotation, scale; the labels
     # move with the image). False: they are seen as predicted (our probe; the labelled rows of

@@ -8,11 +8,11 @@ half of every batch labelled, 2400 cosine steps from 2.5e-4) with two changes:
 - the supervised 3D stage trains twice as long again (19200 steps, about 31 minutes on 2 CPU
   cores alone), which raised what exact labels of the unlabelled videos can teach (the oracle).
 
-README "Denser videos, other postures" gives what it measured over three baseline seeds. The
-detector (`pretrain2d`) is the one `small_styled` runs train; a finished run's `pretrain2d` may be
-copied into a new work directory to skip it. By default every loss setting of the paper's
-ablation and the three controls (interp, labelled, oracle) fine-tune from the one baseline
-(about 4.5 minutes each on 2 cores):
+docs/experiments.md "Denser videos, other postures" gives what it measured over three baseline
+seeds. The detector (`pretrain2d`) is the one `small_styled` runs train; a finished run's
+`pretrain2d` may be copied into a new work directory to skip it. By default every loss setting of
+the paper's ablation and the three controls (interp, labelled, oracle) fine-tune from the one
+baseline (about 4.5 minutes each on 2 cores):
 
     python -m experiments.main --config=experiments/configs/subject_s1_styled.py \
         --workdir=runs/s1_styled [--config.seed=1]

@@ -5,7 +5,7 @@ which every subject's constant bone turns are drawn three times as far as in `sm
 (`subjects.motion_style` with strength 3: upper arms up to 90 degrees, elbows up to 105), so the
 S1 baseline covers a narrower share still of the other subjects' postures than on
 `small_styled_wide`. It asks whether the gain of fine-tuning on completed pseudo-labels grows
-with that gap (README "Styles three times as strong"):
+with that gap (docs/experiments.md "Styles three times as strong"):
 
     python -m experiments.main --config=experiments/configs/subject_s1_styled_xwide.py \
         --workdir=runs/s1_styled_xwide "--config.finetune.settings=('optimised','bone','oracle')"

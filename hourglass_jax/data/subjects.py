@@ -218,7 +218,7 @@ def retarget(joints: np.ndarray, bones: dict[str, float]) -> np.ndarray:
 # With `styled`, each subject performs every action in a style of its own, as H36M's actors do:
 # a constant turn of some bones, drawn once per subject (`motion_style`). Without it every
 # subject performs the very same poses, and more labelled subjects add only appearance and
-# proportions (the README's Fig. 5 analogue measures what that gives).
+# proportions (docs/experiments.md's Fig. 5 analogue measures what that gives).
 # Half-ranges in degrees of the turn of the bone ending at each joint (about the body's
 # left-right axis: forward/back swing; about its front-back axis: away from/towards the body).
 STYLE_RANGE_DEG: dict[int, tuple[float, float]] = {
